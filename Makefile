@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: Apache-2.0
+# Newcomer commands: `make demo` (set up this machine, boot a sandbox) and `make test`.
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+
+.PHONY: all deps build images demo test unit integration bench install format clean
+
+all: build
+
+deps:
+	scripts/install-deps
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j$(JOBS)
+
+# Guest kernel and root filesystems, cached outside the tree (see docs/images.md).
+images: deps
+	scripts/images
+
+# Boots a sandbox from the base image and prints what only the guest knows.
+demo: build images
+	scripts/in-kvm $(BUILD)/examples/hello
+
+# The whole suite: unit tests natively, guest-booting tests where KVM can boot them.
+test: build images
+	scripts/test $(BUILD)
+
+bench: build images
+	bench/run $(BUILD)
+
+install: build
+	cmake --install $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The smallest libsandbox program: boot a sandbox, ask the guest who it is, shut it down. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <sandbox.h>
+
+int main(int argc, char **argv)
+{
+    sbx_options opts = SBX_OPTIONS_INIT;
+    opts.rootfs = argc > 1 ? argv[1] : "base"; /* an image name or a path to an ext4 image */
+    opts.vcpus = 2;
+
+    sbx *sb = NULL;
+    int rc = sbx_create(&sb, &opts);
+    if (rc != 0) {
+        fprintf(stderr, "sbx_create: %s: %s\n", sbx_strerror(rc), sbx_errmsg(sb));
+        sbx_destroy(sb);
+        return 1;
+    }
+
+    sbx_info info;
+    sbx_get_info(sb, &info);
+    printf("sandbox %s is up after %.1f ms (%u vCPUs, %u MiB)\n", info.id, info.boot_ns / 1e6,
+           info.vcpus, info.memory_mib);
+    printf("guest kernel: Linux %s\n", info.kernel_release);
+    printf("guest agent:  envd %s (protocol %u)\n", info.envd_version, info.protocol_version);
+
+    if ((rc = sbx_ping(sb, 0)) != 0)
+        fprintf(stderr, "sbx_ping: %s\n", sbx_errmsg(sb));
+    else if ((rc = sbx_shutdown(sb, 0)) != 0)
+        fprintf(stderr, "sbx_shutdown: %s\n", sbx_errmsg(sb));
+    else
+        printf("guest shut down cleanly\n");
+    sbx_destroy(sb);
+    return rc ? 1 : 0;
+}

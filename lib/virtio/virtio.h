@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the VMM and the virtio devices (virtio-mmio transport, blk, vsock) know of each other. */
+#ifndef SBX_VIRTIO_H
+#define SBX_VIRTIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/guestmem.h"
+
+struct event_base;
+
+/*
+ * What the VMM lends every device. All queue processing runs on the device thread (the
+ * libevent loop `evbase`); MMIO register accesses arrive on vCPU threads through
+ * virtio_mmio_access(). Devices lock their own state.
+ */
+struct devhost {
+    const struct guestmem *mem;
+    struct event_base *evbase; /* the sandbox's device/IO thread loop */
+    /* KVM VM fd for KVM_IOEVENTFD (QueueNotify) and KVM_IRQFD (interrupt). -1 in unit tests:
+       then notifications are delivered by virtio_mmio_access() writes and interrupts by
+       calling irq_raise. */
+    int vm_fd;
+    void (*irq_raise)(void *ctx, uint32_t gsi); /* used only when vm_fd < 0 */
+    /* The guest violated the device contract (a descriptor outside RAM, a loop, an absurd
+       index...). The VMM marks the sandbox failed with `msg` and stops it; the device must
+       stop processing (it is called at most once per device and may be called on any thread).
+     */
+    void (*fail)(void *ctx, const char *msg);
+    void *ctx;
+};
+
+struct virtio_dev; /* one virtio-mmio device: transport + device model */
+
+/* Sizes of every virtio-mmio device window. */
+#define VIRTIO_MMIO_WINDOW 0x1000
+
+/* Handles a guest access to the device's MMIO window (offset relative to its base). For
+   reads, fills data[0..len). Called from vCPU threads, any number at once. */
+void virtio_mmio_access(struct virtio_dev *d, uint64_t offset, uint8_t *data, uint32_t len,
+                        bool is_write);
+
+/* Frees a device. The device thread must no longer run (or be stopped) when this is called. */
+void virtio_dev_destroy(struct virtio_dev *d);
+
+/* ---- virtio-blk ---- */
+enum blk_mode {
+    BLK_RW,        /* guest writes go to the file */
+    BLK_RO,        /* read-only: VIRTIO_BLK_F_RO, writes refused */
+    BLK_EPHEMERAL, /* file opened read-only; writes go to a private sparse overlay, discarded */
+};
+
+struct blk_config {
+    const char *path;
+    enum blk_mode mode;
+    const char *serial; /* VIRTIO_BLK_T_GET_ID, <= 20 bytes, or NULL */
+};
+
+/* Opens the backing file and creates the device at guest-physical `mmio_base` raising `gsi`.
+   On failure returns a negative SBX_E* code and writes a message to err. */
+int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
+                      const struct blk_config *cfg, uint64_t mmio_base, uint32_t gsi, char *err,
+                      size_t errlen);
+
+/* ---- virtio-vsock (userspace device; there is no vhost-vsock) ---- */
+#define VSOCK_HOST_CID 2
+
+int virtio_vsock_create(struct virtio_dev **out, const struct devhost *host, uint64_t guest_cid,
+                        uint64_t mmio_base, uint32_t gsi, char *err, size_t errlen);
+
+/*
+ * Opens a stream connection from the host to the guest's vsock `port`. Returns 0 and stores in
+ * *fd one end of a SOCK_STREAM socketpair (non-blocking, close-on-exec, owned by the caller):
+ * bytes written to it reach the guest, bytes the guest sends can be read from it. If the guest
+ * refuses the connection (RST, nobody listening) or resets it later, the device closes its end,
+ * so the caller reads EOF. Callable from any thread.
+ */
+int virtio_vsock_connect(struct virtio_dev *d, uint32_t port, int *fd);
+
+/* Drops every connection the guest knows of (their callers read EOF) and tells the guest
+   driver with VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (after a snapshot restore, the guest's
+   sockets refer to host state that no longer exists). Call on the device thread, or while it
+   does not run. */
+void virtio_vsock_transport_reset(struct virtio_dev *d);
+
+/* Overrides how long a REQUEST may stay unanswered and how long after our SHUTDOWN the guest
+   has to send RST (both 10 s by default). For tests. Callable from any thread. */
+void virtio_vsock_set_timeouts(struct virtio_dev *d, unsigned connect_ms, unsigned close_ms);
+
+#endif

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: Apache-2.0
+/* vCPU threads: the KVM_RUN loop and the dispatch of its exits. */
+#include <errno.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "vmm/vcpu.h"
+#include "vmm/x86/cpu.h"
+
+int vcpu_kick_signal(void)
+{
+    return SIGRTMIN + 6;
+}
+
+static void kick_handler(int sig)
+{
+    (void)sig; /* only there so that the signal interrupts KVM_RUN instead of killing */
+}
+
+static pthread_once_t signal_once = PTHREAD_ONCE_INIT;
+static int signal_err;
+
+static void install_handler(void)
+{
+    struct sigaction old, sa;
+    if (sigaction(vcpu_kick_signal(), NULL, &old) < 0) {
+        signal_err = -errno;
+        return;
+    }
+    if (old.sa_handler != SIG_DFL || (old.sa_flags & SA_SIGINFO))
+        return; /* the application installed its own handler: leave it */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kick_handler;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(vcpu_kick_signal(), &sa, NULL) < 0)
+        signal_err = -errno;
+}
+
+int vcpu_signal_setup(void)
+{
+    pthread_once(&signal_once, install_handler);
+    return signal_err;
+}
+
+int vcpu_create(struct vcpu *v, struct sbx *sb, unsigned id, const struct kvm_cpuid2 *cpuid,
+                uint64_t entry, uint64_t zero_page)
+{
+    memset(v, 0, sizeof(*v));
+    v->sb = sb;
+    v->id = id;
+    v->fd = ioctl(sb->vm_fd, KVM_CREATE_VCPU, (unsigned long)id); /* api.rst 4.7 */
+    if (v->fd < 0)
+        return sbx_seterr(sb, SBX_EKVM, "KVM_CREATE_VCPU %u: %s", id, strerror(errno));
+    v->run = mmap(NULL, (size_t)sb->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+    if (v->run == MAP_FAILED) {
+        v->run = NULL;
+        return sbx_seterr(sb, SBX_EKVM, "mmap of kvm_run for vCPU %u: %s", id, strerror(errno));
+    }
+    int r = cpu_set_cpuid(v->fd, cpuid, id, sb->vcpus);
+    if (r < 0)
+        return sbx_seterr(sb, SBX_EKVM, "KVM_SET_CPUID2 on vCPU %u: %s", id, strerror(-r));
+    const char *what = "";
+    r = cpu_init(v->fd, &what);
+    if (r == 0 && id == 0)
+        r = cpu_set_boot_regs(v->fd, entry, zero_page, &what);
+    if (r < 0)
+        return sbx_seterr(sb, SBX_EKVM, "%s on vCPU %u: %s", what, id, strerror(-r));
+    return 0;
+}
+
+static void handle_io(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    struct sbx *sb = v->sb;
+    uint64_t bytes = (uint64_t)run->io.size * run->io.count;
+    /* The data area is inside the kvm_run mapping; KVM sets it, but check anyway. */
+    if (run->io.size == 0 || run->io.size > 4 || run->io.data_offset > (uint64_t)sb->run_size ||
+        bytes > (uint64_t)sb->run_size - run->io.data_offset) {
+        sbx_stop(sb, SBX_STATE_FAILED, "vCPU %u: malformed port I/O exit (port 0x%x)", v->id,
+                 run->io.port);
+        return;
+    }
+    uint8_t *data = (uint8_t *)run + run->io.data_offset;
+    bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
+    for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size)
+        bus_access(&sb->pio, run->io.port, data, run->io.size, is_write);
+}
+
+static void handle_internal_error(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION)
+        sbx_stop(v->sb, SBX_STATE_FAILED,
+                 "vCPU %u: KVM could not emulate a guest instruction (internal error, emulation "
+                 "failure). This host's /dev/kvm cannot run this guest kernel; software KVM such "
+                 "as PVM needs a PVM-enlightened guest. Use a host with hardware virtualization "
+                 "(vmx/svm) or run inside tests/vmhost/run",
+                 v->id);
+    else
+        sbx_stop(v->sb, SBX_STATE_FAILED, "vCPU %u: KVM internal error, suberror %u", v->id,
+                 run->internal.suberror);
+}
+
+static void *vcpu_thread(void *arg)
+{
+    struct vcpu *v = arg;
+    struct sbx *sb = v->sb;
+    struct kvm_run *run = v->run;
+    while (!atomic_load(&sb->stopping)) {
+        if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                run->immediate_exit = 0;
+                continue;
+            }
+            sbx_stop(sb, SBX_STATE_FAILED, "KVM_RUN on vCPU %u: %s", v->id, strerror(errno));
+            break;
+        }
+        switch (run->exit_reason) {
+        case KVM_EXIT_IO:
+            handle_io(v);
+            break;
+        case KVM_EXIT_MMIO:
+            if (run->mmio.len == 0 || run->mmio.len > sizeof(run->mmio.data)) {
+                sbx_stop(sb, SBX_STATE_FAILED, "vCPU %u: malformed MMIO exit", v->id);
+                break;
+            }
+            bus_access(&sb->mmio, run->mmio.phys_addr, run->mmio.data, run->mmio.len,
+                       run->mmio.is_write);
+            break;
+        case KVM_EXIT_SHUTDOWN:
+            sbx_guest_reset(sb, "triple fault");
+            break;
+        case KVM_EXIT_SYSTEM_EVENT:
+            if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
+                sbx_stop(sb, SBX_STATE_FAILED, "the guest reported a crash");
+            else
+                sbx_guest_reset(sb, "system event");
+            break;
+        case KVM_EXIT_HLT:
+            /* Only without an in-kernel LAPIC; treat a halted machine as powered off. */
+            sbx_guest_reset(sb, "halt");
+            break;
+        case KVM_EXIT_INTERNAL_ERROR:
+            handle_internal_error(v);
+            break;
+        case KVM_EXIT_FAIL_ENTRY:
+            sbx_stop(sb, SBX_STATE_FAILED, "vCPU %u: VM entry failed (hardware reason 0x%llx)",
+                     v->id,
+                     (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+            break;
+        case KVM_EXIT_INTR:
+            break;
+        default:
+            sbx_stop(sb, SBX_STATE_FAILED, "vCPU %u: unexpected KVM exit reason %u", v->id,
+                     run->exit_reason);
+            break;
+        }
+    }
+    return NULL;
+}
+
+int vcpu_start(struct vcpu *v)
+{
+    /* The kick signal stays blocked in user space and is unblocked only inside KVM_RUN
+       (api.rst 4.38 KVM_SET_SIGNAL_MASK): a kick that lands between two KVM_RUNs stays
+       pending and makes the next one return EINTR at once, so no kick is ever lost. */
+    sigset_t all, run_mask;
+    sigfillset(&all);
+    sigemptyset(&run_mask);
+    struct {
+        struct kvm_signal_mask hdr;
+        uint8_t set[8];
+    } km;
+    km.hdr.len = 8;
+    memcpy(km.set, &run_mask, 8);
+    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &km) < 0)
+        return -errno;
+    sigset_t old;
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits "everything blocked" */
+    int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r)
+        return -r;
+    v->started = true;
+    return 0;
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+    if (v->run)
+        v->run->immediate_exit = 1;
+    if (v->started)
+        pthread_kill(v->thread, vcpu_kick_signal());
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+    if (v->started) {
+        pthread_join(v->thread, NULL);
+        v->started = false;
+    }
+    if (v->run)
+        munmap(v->run, (size_t)v->sb->run_size);
+    if (v->fd >= 0)
+        close(v->fd);
+    v->run = NULL;
+    v->fd = -1;
+}

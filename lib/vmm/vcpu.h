@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* vCPU threads: the KVM_RUN loop and the dispatch of its exits. */
+#ifndef SBX_VCPU_H
+#define SBX_VCPU_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+struct sbx;
+struct kvm_run;
+struct kvm_cpuid2;
+
+struct vcpu {
+    struct sbx *sb;
+    unsigned id;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool started;
+};
+
+/* The real-time signal that kicks a vCPU thread out of KVM_RUN (documented in sandbox.h). */
+int vcpu_kick_signal(void);
+
+/* Installs the no-op handler for the kick signal once per process, if it has the default
+   disposition. Returns 0 or -errno. */
+int vcpu_signal_setup(void);
+
+/* KVM_CREATE_VCPU + mmap of kvm_run + CPUID/MSRs/LAPIC; the BSP (id 0) also gets the boot
+   registers. Returns 0 or an SBX_E* code with the handle's message set. */
+int vcpu_create(struct vcpu *v, struct sbx *sb, unsigned id, const struct kvm_cpuid2 *cpuid,
+                uint64_t entry, uint64_t zero_page);
+
+/* Starts the vCPU thread. Returns 0 or -errno. */
+int vcpu_start(struct vcpu *v);
+
+/* Makes the vCPU leave KVM_RUN soon (any thread). */
+void vcpu_kick(struct vcpu *v);
+
+/* Joins the thread (after sbx_stop) and releases fd and kvm_run. */
+void vcpu_destroy(struct vcpu *v);
+
+#endif

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Building a VM from a sandbox's options, stage by stage, and tearing it down in reverse. */
+#ifndef SBX_VM_H
+#define SBX_VM_H
+
+struct sbx;
+
+/* Runs every build stage; on failure unwinds what was built and returns the stage's SBX_E*
+   code with the handle's message set. On success the vCPUs and the device thread run. */
+int vm_build(struct sbx *sb);
+
+/* Stops the VM (if running) and undoes every completed stage. Idempotent. */
+void vm_teardown(struct sbx *sb);
+
+/* Host-side connection to the guest's vsock port (see virtio_vsock_connect). */
+int vm_vsock_connect(struct sbx *sb, unsigned port, int *fd);
+
+/* Returns 0 if /dev/kvm (already opened as kvm_fd) can boot a standard guest, otherwise
+   SBX_ENOKVM with the handle's message naming the cause. */
+int vm_check_kvm(struct sbx *sb);
+
+#endif

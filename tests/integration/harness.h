@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A minimal harness for guest-booting tests: each test is its own ctest case (see CMake). */
+#ifndef SBX_TEST_HARNESS_H
+#define SBX_TEST_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sandbox.h"
+
+struct itest {
+    const char *name;
+    void (*fn)(void);
+};
+
+/* Exit code ctest treats as "skipped" (SKIP_RETURN_CODE). Always print the reason first. */
+#define ITEST_SKIP 77
+
+#define SBX_TEST(name) static void name(void)
+#define ITEST(name)    {#name, name}
+#define ITEST_MAIN(...)                                                                        \
+    static const struct itest itests_[] = {__VA_ARGS__};                                      \
+    int main(int argc, char **argv)                                                            \
+    {                                                                                          \
+        return itest_main(itests_, sizeof(itests_) / sizeof(itests_[0]), argc, argv);         \
+    }
+
+int itest_main(const struct itest *t, size_t n, int argc, char **argv);
+
+void itest_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            itest_fail(__FILE__, __LINE__, "check failed: %s", #cond);                       \
+    } while (0)
+
+/* Checks that an sbx_* call returned `want`, printing the handle's message otherwise. */
+#define CHECK_RC(sb, call, want)                                                               \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        if (rc_ != (want))                                                                     \
+            itest_fail(__FILE__, __LINE__, "%s returned %d (%s), expected %d: %s", #call, rc_,  \
+                       sbx_strerror(rc_), (want), sbx_errmsg(sb));                             \
+    } while (0)
+
+#define CHECK_OK(sb, call) CHECK_RC(sb, call, 0)
+
+/* Options every test starts from: small guest, the test or base root filesystem, console
+   copied to stderr when SBX_TEST_CONSOLE=1. */
+sbx_options itest_options(const char *rootfs);
+
+/* Milliseconds since an arbitrary point. */
+double itest_ms(void);
+
+/* A file in a fresh temporary directory (removed at exit); returns its path (static). */
+const char *itest_tmpfile(const char *name, const void *data, size_t len);
+
+#endif
