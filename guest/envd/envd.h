@@ -18,8 +18,9 @@ struct envd_config {
     bool test_mode;
 };
 
-/* log.c: lines "envd: ..." on /dev/console; silently dropped when there is no console. */
-void log_open(void);
+/* log.c: lines "envd: ..." on /dev/console (console false: on stderr); silently dropped
+   when neither is open. */
+void log_open(bool console);
 void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* init.c: PID 1 duties. */

@@ -59,7 +59,7 @@ void init_fatal(const struct envd_config *cfg, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     log_msg("fatal: %s", msg);
-    if (cfg->test_mode)
+    if (cfg->test_mode || getpid() != 1)
         exit(1);
     sync();
     /* With reboot=k the VMM sees the reset and ends the VM; the line above is the last thing
@@ -151,14 +151,22 @@ static unsigned long parse_rootflags(const char *opts, char *data, size_t cap)
         const char *name;
         unsigned long set, clear;
     } known[] = {
-        {"ro", MS_RDONLY, 0},          {"rw", 0, MS_RDONLY},
-        {"nosuid", MS_NOSUID, 0},      {"suid", 0, MS_NOSUID},
-        {"nodev", MS_NODEV, 0},        {"dev", 0, MS_NODEV},
-        {"noexec", MS_NOEXEC, 0},      {"exec", 0, MS_NOEXEC},
-        {"sync", MS_SYNCHRONOUS, 0},   {"async", 0, MS_SYNCHRONOUS},
-        {"dirsync", MS_DIRSYNC, 0},    {"noatime", MS_NOATIME, 0},
-        {"nodiratime", MS_NODIRATIME, 0}, {"relatime", MS_RELATIME, 0},
-        {"strictatime", MS_STRICTATIME, 0}, {"lazytime", MS_LAZYTIME, 0},
+        {"ro", MS_RDONLY, 0},
+        {"rw", 0, MS_RDONLY},
+        {"nosuid", MS_NOSUID, 0},
+        {"suid", 0, MS_NOSUID},
+        {"nodev", MS_NODEV, 0},
+        {"dev", 0, MS_NODEV},
+        {"noexec", MS_NOEXEC, 0},
+        {"exec", 0, MS_NOEXEC},
+        {"sync", MS_SYNCHRONOUS, 0},
+        {"async", 0, MS_SYNCHRONOUS},
+        {"dirsync", MS_DIRSYNC, 0},
+        {"noatime", MS_NOATIME, 0},
+        {"nodiratime", MS_NODIRATIME, 0},
+        {"relatime", MS_RELATIME, 0},
+        {"strictatime", MS_STRICTATIME, 0},
+        {"lazytime", MS_LAZYTIME, 0},
     };
     unsigned long flags = 0;
     char tmp[256];
@@ -303,8 +311,8 @@ void init_set_clock(const struct envd_config *cfg, uint64_t realtime_ns)
         return;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    int64_t diff = (int64_t)(realtime_ns - ((uint64_t)now.tv_sec * 1000000000ull +
-                                            (uint64_t)now.tv_nsec));
+    int64_t diff =
+        (int64_t)(realtime_ns - ((uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec));
     /* Hello takes a moment to arrive; stepping for small differences would only make the
        clock jitter back and forth across connections. After a snapshot restore it is off
        by minutes or more. */
@@ -321,10 +329,10 @@ void init_system(struct envd_config *cfg)
     /* Before anything can fail: the log goes to /dev/console, which devtmpfs provides (the
        initramfs's own node works too if devtmpfs does not mount). */
     if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY) {
-        log_open();
+        log_open(true);
         log_msg("mount devtmpfs on /dev: %s", strerror(errno));
     }
-    log_open();
+    log_open(true);
     log_msg("envd %s starting", ENVD_VERSION);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         log_msg("mount proc on /proc: %s", strerror(errno));
@@ -403,7 +411,8 @@ static void unmount_disks(void)
 
 void init_poweroff(const struct envd_config *cfg)
 {
-    if (cfg->test_mode)
+    /* Outside a guest (test mode) kill(-1) and reboot would hit the host. */
+    if (cfg->test_mode || getpid() != 1)
         exit(0);
     /* Processes with files open for writing would keep the root from going read-only. */
     kill(-1, SIGTERM);

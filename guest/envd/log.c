@@ -10,13 +10,14 @@
 /* envd is a single-threaded process; the console fd is its one piece of logging state. */
 static int console_fd = -1;
 
-void log_open(void)
+void log_open(bool console)
 {
     if (console_fd >= 0)
         return;
-    console_fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
-    /* In test mode, or before devtmpfs, stderr is the best we have (the kernel opens the
-       console as fds 0-2 of init when the initramfs has /dev/console). */
+    if (console)
+        console_fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    /* In test mode (the host's console is not ours), or without a console node, stderr is the
+       best we have: the kernel opens the console as fds 0-2 of init when it can. */
     if (console_fd < 0 && fcntl(2, F_GETFD) >= 0)
         console_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
 }

@@ -84,7 +84,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (!pid1) {
         cfg.test_mode = true;
-        log_open();
+        log_open(false);
         serve_loop(&cfg, -1, test_fd);
         return 0;
     }

@@ -60,8 +60,8 @@ static uint64_t mono_ms(void)
 static void flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->out_off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -114,11 +114,11 @@ static void queue(struct conn *c, const Sbx__Agent__Frame *f)
 }
 
 /* Answers with Error and ends the connection once that is written. */
-static void reply_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void reply_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
 
-static void reply_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code,
-                        const char *fmt, ...)
+static void reply_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, const char *fmt,
+                        ...)
 {
     char msg[256];
     va_list ap;
@@ -270,8 +270,7 @@ static void conn_read(struct server *s, struct conn *c)
         size_t used;
         Sbx__Agent__Frame *f;
         char err[160];
-        int r = frame_reader_feed(&c->rd, buf + off, (size_t)n - off, &used, &f, err,
-                                  sizeof(err));
+        int r = frame_reader_feed(&c->rd, buf + off, (size_t)n - off, &used, &f, err, sizeof(err));
         off += used;
         if (r < 0) {
             reply_error(c, 0,

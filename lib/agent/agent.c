@@ -31,27 +31,28 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Message for an error of read_full / write_full / wait_fd. */
+/* Message for an error of read_full / write_full / wait_fd; what says what the host was doing
+   ("waiting for a reply", "sending Ping"). */
 static int io_err(int r, const char *what, char *err, size_t errlen)
 {
     switch (r) {
     case SBX_ETIMEDOUT:
-        set_err(err, errlen, "timed out %s", what);
+        set_err(err, errlen, "timed out talking to envd (%s)", what);
         break;
     case SBX_EINTR:
-        set_err(err, errlen, "interrupted %s", what);
+        set_err(err, errlen, "interrupted talking to envd (%s)", what);
         break;
     case SBX_EGUEST:
-        set_err(err, errlen, "the guest stopped while %s", what);
+        set_err(err, errlen, "the guest stopped while talking to envd (%s)", what);
         break;
     case SBX_EPROTO:
-        set_err(err, errlen, "envd closed the connection while %s", what);
+        set_err(err, errlen, "envd closed the connection (%s)", what);
         break;
     case SBX_EIO:
-        set_err(err, errlen, "I/O error %s: %s", what, strerror(errno));
+        set_err(err, errlen, "I/O error talking to envd (%s): %s", what, strerror(errno));
         break;
     default:
-        set_err(err, errlen, "error %d %s", r, what);
+        set_err(err, errlen, "error %d talking to envd (%s)", r, what);
         break;
     }
     return r;
@@ -96,20 +97,19 @@ int agent_send(int fd, const struct waitctx *w, const Sbx__Agent__Frame *f, char
     free(buf);
     if (r) {
         char what[64];
-        snprintf(what, sizeof(what), "sending %s to envd", frame_body_name(f->body_case));
+        snprintf(what, sizeof(what), "sending %s", frame_body_name(f->body_case));
         return io_err(r, what, err, errlen);
     }
     return 0;
 }
 
-int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *err,
-               size_t errlen)
+int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *err, size_t errlen)
 {
     *out = NULL;
     uint8_t hdr[SBX_FRAME_HDR];
     int r = read_full(w, fd, hdr, sizeof(hdr));
     if (r)
-        return io_err(r, "waiting for envd", err, errlen);
+        return io_err(r, "waiting for a reply", err, errlen);
     uint32_t len = 0;
     char why[128];
     r = frame_parse_header(hdr, &len, why, sizeof(why));
@@ -126,18 +126,20 @@ int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *e
     if (r) {
         free(payload);
         if (r == SBX_EPROTO) {
-            set_err(err, errlen, "truncated frame: envd closed the connection inside a %u byte "
-                                 "frame",
+            set_err(err, errlen,
+                    "truncated frame: envd closed the connection inside a %u byte "
+                    "frame",
                     len);
             return r;
         }
-        return io_err(r, "reading a frame from envd", err, errlen);
+        return io_err(r, "waiting for a reply", err, errlen);
     }
     r = frame_unpack(payload, len, out, why, sizeof(why));
     free(payload);
     if (r) {
         set_err(err, errlen, "envd sent a bad frame: %s", why);
-        return r;
+        /* envd only sends what the host asked for: a body unknown here is a violation. */
+        return r == SBX_ENOTSUP ? SBX_EPROTO : r;
     }
     return 0;
 }
@@ -165,6 +167,13 @@ int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
     r = agent_recv(fd, w, &f, err, errlen);
     if (r)
         return r;
+    /* envd answers a frame it could not parse with an Error carrying id 0: that is the
+       answer to this request too. */
+    if (f->body_case == SBX__AGENT__FRAME__BODY_ERROR && f->id == 0 && want != f->body_case) {
+        r = guest_error(f->error, name, err, errlen);
+        frame_free(f);
+        return r;
+    }
     if (f->id != req->id) {
         set_err(err, errlen, "envd answered %s with a %s for request %u instead of %u", name,
                 frame_body_name(f->body_case), f->id, req->id);
@@ -233,8 +242,7 @@ static int check_hello(const Sbx__Agent__Hello *h, struct agent_hello *out, char
     return 0;
 }
 
-int agent_hello(int fd, const struct waitctx *w, struct agent_hello *out, char *err,
-                size_t errlen)
+int agent_hello(int fd, const struct waitctx *w, struct agent_hello *out, char *err, size_t errlen)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

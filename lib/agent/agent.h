@@ -40,8 +40,7 @@ int agent_send(int fd, const struct waitctx *w, const Sbx__Agent__Frame *f, char
                size_t errlen);
 
 /* Receives one frame (validated by frame_unpack); release *out with frame_free(). */
-int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *err,
-               size_t errlen);
+int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *err, size_t errlen);
 
 /* Sends req (which must carry a non-zero id) and receives its reply, which must carry the
    same id and the body `want`; an Error body becomes SBX_EPROTO / SBX_ENOTSUP with envd's
@@ -53,8 +52,7 @@ int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
 /* Opens the conversation: sends the host Hello (with the host's CLOCK_REALTIME, which envd
    sets as the guest clock), receives envd's Hello and checks it (protocol version, printable
    bounded strings). Must be the first call on a connection. out may be NULL. */
-int agent_hello(int fd, const struct waitctx *w, struct agent_hello *out, char *err,
-                size_t errlen);
+int agent_hello(int fd, const struct waitctx *w, struct agent_hello *out, char *err, size_t errlen);
 
 /* Round trip: Ping with a fresh nonce, expects a Pong echoing it. After agent_hello. */
 int agent_ping(int fd, const struct waitctx *w, char *err, size_t errlen);

@@ -105,8 +105,7 @@ int frame_encode(const Sbx__Agent__Frame *f, uint8_t *buf, size_t cap, size_t *l
     buf[3] = (uint8_t)n;
     size_t packed = sbx__agent__frame__pack(f, buf + SBX_FRAME_HDR);
     if (packed != n)
-        return fail(SBX_EPROTO, err, errlen, "frame packed to %zu bytes, expected %zu", packed,
-                    n);
+        return fail(SBX_EPROTO, err, errlen, "frame packed to %zu bytes, expected %zu", packed, n);
     *len = SBX_FRAME_HDR + n;
     return 0;
 }
@@ -151,8 +150,7 @@ int frame_unpack(const uint8_t *payload, size_t len, Sbx__Agent__Frame **out, ch
 {
     *out = NULL;
     if (len == 0 || len > SBX_FRAME_MAX)
-        return fail(SBX_EPROTO, err, errlen, "frame length %zu outside 1..%u", len,
-                    SBX_FRAME_MAX);
+        return fail(SBX_EPROTO, err, errlen, "frame length %zu outside 1..%u", len, SBX_FRAME_MAX);
     /* protobuf-c cannot tell garbage from allocation failure; garbage is the likely one. */
     Sbx__Agent__Frame *f = sbx__agent__frame__unpack(NULL, len, payload);
     if (!f)
@@ -166,8 +164,8 @@ int frame_unpack(const uint8_t *payload, size_t len, Sbx__Agent__Frame **out, ch
     return 0;
 }
 
-int frame_decode(const uint8_t *buf, size_t len, Sbx__Agent__Frame **out, size_t *used,
-                 char *err, size_t errlen)
+int frame_decode(const uint8_t *buf, size_t len, Sbx__Agent__Frame **out, size_t *used, char *err,
+                 size_t errlen)
 {
     *out = NULL;
     *used = 0;

@@ -42,8 +42,7 @@ int frame_encode_alloc(const Sbx__Agent__Frame *f, uint8_t **out, size_t *len, c
                        size_t errlen);
 
 /* Parses a length prefix; *len receives the payload size (1..SBX_FRAME_MAX). */
-int frame_parse_header(const uint8_t hdr[SBX_FRAME_HDR], uint32_t *len, char *err,
-                       size_t errlen);
+int frame_parse_header(const uint8_t hdr[SBX_FRAME_HDR], uint32_t *len, char *err, size_t errlen);
 
 /* Unpacks and validates one payload (without its header). *out is released with
    frame_free(). */
@@ -53,8 +52,8 @@ int frame_unpack(const uint8_t *payload, size_t len, Sbx__Agent__Frame **out, ch
 /* Decodes the frame at the start of buf[0..len). Returns 1 with *out and *used (header +
    payload bytes) when a whole frame is there, 0 when more bytes are needed (*out = NULL,
    *used = 0), or an error. */
-int frame_decode(const uint8_t *buf, size_t len, Sbx__Agent__Frame **out, size_t *used,
-                 char *err, size_t errlen);
+int frame_decode(const uint8_t *buf, size_t len, Sbx__Agent__Frame **out, size_t *used, char *err,
+                 size_t errlen);
 
 /* Releases a frame from frame_unpack / frame_decode / frame_reader_feed (NULL is fine). */
 void frame_free(Sbx__Agent__Frame *f);

@@ -106,9 +106,9 @@ static int add_entry(struct initramfs *c, const char *name, uint32_t mode, uint3
     uint8_t *p = c->buf + c->len;
     /* ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize
        check; snprintf writes a NUL after the 110 bytes, which the name overwrites. */
-    snprintf((char *)p, NEWC_HDR + 1,
-             "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X", c->ino, mode, 0u,
-             0u, nlink, 0u, (uint32_t)dlen, 0u, 0u, rmaj, rmin, (uint32_t)nlen, 0u);
+    snprintf((char *)p, NEWC_HDR + 1, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+             c->ino, mode, 0u, 0u, nlink, 0u, (uint32_t)dlen, 0u, 0u, rmaj, rmin, (uint32_t)nlen,
+             0u);
     memcpy(p + NEWC_HDR, name, nlen);
     memset(p + head, 0, pad4(head));
     p += head + pad4(head);

@@ -153,8 +153,8 @@ uint16_t fake_queue_add(struct fake_vm *vm, struct fake_queue *fq, const struct 
         uint16_t idx = (uint16_t)((head + i) % fq->num);
         desc[idx].addr = b[i].gpa;
         desc[idx].len = b[i].len;
-        desc[idx].flags = (uint16_t)((b[i].write ? VRING_DESC_F_WRITE : 0) |
-                                     (i + 1 < n ? VRING_DESC_F_NEXT : 0));
+        desc[idx].flags =
+            (uint16_t)((b[i].write ? VRING_DESC_F_WRITE : 0) | (i + 1 < n ? VRING_DESC_F_NEXT : 0));
         desc[idx].next = (uint16_t)((idx + 1) % fq->num);
     }
     fq->next_desc = (uint16_t)((head + n) % fq->num);

@@ -340,8 +340,7 @@ static void test_reader_errors(void **state)
     assert_int_equal(frame_reader_feed(&r, over, 3, &used, &f, err, sizeof(err)), 0);
     assert_int_equal(used, 3);
     assert_false(frame_reader_idle(&r));
-    assert_int_equal(frame_reader_feed(&r, over + 3, 5, &used, &f, err, sizeof(err)),
-                     SBX_EPROTO);
+    assert_int_equal(frame_reader_feed(&r, over + 3, 5, &used, &f, err, sizeof(err)), SBX_EPROTO);
     assert_int_equal(used, 1);
     assert_null(f);
     /* Sticky: the stream cannot be resynchronised. */
@@ -394,14 +393,10 @@ static void test_body_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_encode_errors),
-        cmocka_unit_test(test_header_limits),
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_reader_split_everywhere),
-        cmocka_unit_test(test_reader_errors),
-        cmocka_unit_test(test_body_names),
+        cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_encode_errors),
+        cmocka_unit_test(test_header_limits), cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_garbage),       cmocka_unit_test(test_reader_split_everywhere),
+        cmocka_unit_test(test_reader_errors), cmocka_unit_test(test_body_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -142,8 +142,7 @@ static void test_queue_config_before_features_ok(void **state)
 }
 
 /* Programs queue 0 with raw values and sets QueueReady. */
-static void raw_queue(struct fixture *f, uint32_t num, uint64_t desc, uint64_t avail,
-                      uint64_t used)
+static void raw_queue(struct fixture *f, uint32_t num, uint64_t desc, uint64_t avail, uint64_t used)
 {
     assert_true(fake_negotiate(f->d, 1ULL << VIRTIO_F_VERSION_1) & VIRTIO_CONFIG_S_FEATURES_OK);
     fake_write32(f->d, VIRTIO_MMIO_QUEUE_SEL, 0);
@@ -238,7 +237,7 @@ static void test_interrupt_status_ack(void **state)
     struct fake_queue q;
     uint64_t hdr = fake_alloc(&f->vm, 16, 8), st = fake_alloc(&f->vm, 1, 1);
     struct fake_buf b[] = {{hdr, 16, false}, {st, 1, true}};
-    uint32_t id, len;
+    uint32_t id = 0, len = 0;
 
     fake_device_up(&f->vm, f->d, &q, 1, 16);
     *(uint32_t *)fake_ptr(&f->vm, hdr) = VIRTIO_BLK_T_FLUSH;

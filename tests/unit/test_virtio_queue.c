@@ -82,7 +82,7 @@ static void set_desc(struct fixture *f, unsigned i, uint64_t addr, uint32_t len,
 /* The violation was reported once, nothing was completed, and the device stays dead. */
 static void expect_fail(struct fixture *f, const char *needle)
 {
-    uint32_t id, len;
+    uint32_t id = 0, len = 0;
 
     assert_int_equal(f->vm.fails, 1);
     if (!strstr(f->vm.last_fail, needle) || !strstr(f->vm.last_fail, "virtio-blk: queue"))
@@ -99,7 +99,7 @@ static void expect_fail(struct fixture *f, const char *needle)
 static void test_sane_request_first(void **state)
 {
     struct fixture *f = *state;
-    uint32_t id, len;
+    uint32_t id = 0, len = 0;
 
     set_desc(f, 0, f->hdr, 16, VRING_DESC_F_NEXT, 1);
     set_desc(f, 1, f->data, 512, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2);
@@ -233,7 +233,7 @@ static void test_wraparound_many_requests(void **state)
 {
     struct fixture *f = *state;
     struct fake_buf b[] = {{f->hdr, 16, false}, {f->data, 512, true}, {f->status, 1, true}};
-    uint32_t id, len;
+    uint32_t id = 0, len = 0;
 
     /* Cross the 16-bit index wrap: 70000 requests through a 16-entry queue. */
     for (unsigned i = 0; i < 70000; i++) {
@@ -248,20 +248,13 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_sane_request_first),
-        T(test_loop),
-        T(test_self_loop),
-        T(test_next_out_of_range),
-        T(test_head_out_of_range),
-        T(test_desc_outside_ram),
-        T(test_desc_addr_wraps),
-        T(test_huge_len),
-        T(test_chain_over_cap),
-        T(test_avail_idx_jump),
-        T(test_indirect),
-        T(test_read_after_write),
-        T(test_no_status_byte),
-        T(test_wraparound_many_requests),
+        T(test_sane_request_first), T(test_loop),
+        T(test_self_loop),          T(test_next_out_of_range),
+        T(test_head_out_of_range),  T(test_desc_outside_ram),
+        T(test_desc_addr_wraps),    T(test_huge_len),
+        T(test_chain_over_cap),     T(test_avail_idx_jump),
+        T(test_indirect),           T(test_read_after_write),
+        T(test_no_status_byte),     T(test_wraparound_many_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
