@@ -46,7 +46,8 @@ struct sbx {
 
     /* VM */
     int kvm_fd, vm_fd;
-    int run_size; /* KVM_GET_VCPU_MMAP_SIZE */
+    int run_size;      /* KVM_GET_VCPU_MMAP_SIZE */
+    bool tsc_deadline; /* KVM_CAP_TSC_DEADLINE_TIMER */
     struct guestmem mem;
     size_t mem_map_size; /* bytes mmap'ed for mem.lo (+ hi) */
     struct vcpu *vcpu;   /* array of sb->vcpus entries */

@@ -195,8 +195,12 @@ static void mount_root(const struct envd_config *cfg)
     char data[256];
     unsigned long flags = parse_rootflags(cfg->rootflags, data, sizeof(data));
     ensure_dir("/newroot", 0755);
-    /* devtmpfs creates the node when the disk driver probes, which may still be running. */
-    uint64_t give_up = mono_ms() + 5000;
+    /* devtmpfs creates the node when the disk driver probes, which may still be running.
+       Wait for the node first: every failed mount attempt also costs a kernel log line. */
+    uint64_t give_up = mono_ms() + 2000;
+    while (strncmp(cfg->root, "/dev/", 5) == 0 && access(cfg->root, F_OK) < 0 &&
+           mono_ms() < give_up)
+        sleep_ms(5);
     for (;;) {
         if (mount(cfg->root, "/newroot", cfg->rootfstype, flags, data[0] ? data : NULL) == 0)
             return;
@@ -207,7 +211,7 @@ static void mount_root(const struct envd_config *cfg)
             log_msg("root %s is read-only, mounting it read-only", cfg->root);
             continue;
         }
-        if ((e == ENOENT || e == ENXIO) && mono_ms() < give_up) {
+        if (e == ENXIO && mono_ms() < give_up) {
             sleep_ms(10);
             continue;
         }

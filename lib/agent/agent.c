@@ -126,9 +126,7 @@ int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *e
     if (r) {
         free(payload);
         if (r == SBX_EPROTO) {
-            set_err(err, errlen,
-                    "truncated frame: envd closed the connection inside a %u byte "
-                    "frame",
+            set_err(err, errlen, "truncated frame: envd closed the connection in a %u-byte frame",
                     len);
             return r;
         }
@@ -167,9 +165,9 @@ int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
     r = agent_recv(fd, w, &f, err, errlen);
     if (r)
         return r;
-    /* envd answers a frame it could not parse with an Error carrying id 0: that is the
-       answer to this request too. */
-    if (f->body_case == SBX__AGENT__FRAME__BODY_ERROR && f->id == 0 && want != f->body_case) {
+    /* An Error with id 0 answers a frame envd could not parse, which was this request. */
+    if (f->body_case == SBX__AGENT__FRAME__BODY_ERROR && want != f->body_case &&
+        (f->id == req->id || f->id == 0)) {
         r = guest_error(f->error, name, err, errlen);
         frame_free(f);
         return r;
@@ -179,11 +177,6 @@ int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
                 frame_body_name(f->body_case), f->id, req->id);
         frame_free(f);
         return SBX_EPROTO;
-    }
-    if (f->body_case == SBX__AGENT__FRAME__BODY_ERROR && want != f->body_case) {
-        r = guest_error(f->error, name, err, errlen);
-        frame_free(f);
-        return r;
     }
     if (f->body_case != want) {
         set_err(err, errlen, "envd answered %s with %s instead of %s", name,

@@ -62,7 +62,7 @@ int vcpu_create(struct vcpu *v, struct sbx *sb, unsigned id, const struct kvm_cp
         v->run = NULL;
         return sbx_seterr(sb, SBX_EKVM, "mmap of kvm_run for vCPU %u: %s", id, strerror(errno));
     }
-    int r = cpu_set_cpuid(v->fd, cpuid, id, sb->vcpus);
+    int r = cpu_set_cpuid(v->fd, cpuid, id, sb->vcpus, sb->tsc_deadline);
     if (r < 0)
         return sbx_seterr(sb, SBX_EKVM, "KVM_SET_CPUID2 on vCPU %u: %s", id, strerror(-r));
     const char *what = "";

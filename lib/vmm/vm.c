@@ -54,6 +54,7 @@ static int open_kvm(struct sbx *sb)
     for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
         if (ioctl(sb->kvm_fd, KVM_CHECK_EXTENSION, caps[i].cap) <= 0)
             return sbx_seterr(sb, SBX_ENOKVM, "/dev/kvm lacks %s", caps[i].name);
+    sb->tsc_deadline = ioctl(sb->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     sb->run_size = ioctl(sb->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (sb->run_size < (int)sizeof(struct kvm_run))
         return sbx_seterr(sb, SBX_EKVM, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));

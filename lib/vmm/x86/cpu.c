@@ -36,7 +36,8 @@ static unsigned order_base2(unsigned n)
     return s;
 }
 
-int cpu_set_cpuid(int vcpu_fd, const struct kvm_cpuid2 *supported, unsigned id, unsigned n)
+int cpu_set_cpuid(int vcpu_fd, const struct kvm_cpuid2 *supported, unsigned id, unsigned n,
+                  bool tsc_deadline)
 {
     size_t sz = sizeof(struct kvm_cpuid2) + supported->nent * sizeof(struct kvm_cpuid_entry2);
     struct kvm_cpuid2 *c = malloc(sz);
@@ -50,6 +51,11 @@ int cpu_set_cpuid(int vcpu_fd, const struct kvm_cpuid2 *supported, unsigned id, 
             /* EBX[31:24] initial APIC id, [23:16] logical processors per package. */
             e->ebx = (e->ebx & 0xffff) | (id << 24) | ((n & 0xff) << 16);
             e->ecx |= 1u << 31; /* running under a hypervisor */
+            /* KVM emulates the TSC-deadline LAPIC timer but leaves the bit for the VMM to set
+               (api.rst, KVM_CAP_TSC_DEADLINE_TIMER). Without it Linux calibrates the periodic
+               LAPIC timer, which fails on busy or nested hosts and leaves it without one. */
+            if (tsc_deadline)
+                e->ecx |= 1u << 24;
             if (n > 1)
                 e->edx |= 1u << 28; /* HTT: the package field above is valid */
             break;

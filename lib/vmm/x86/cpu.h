@@ -3,6 +3,7 @@
 #ifndef SBX_X86_CPU_H
 #define SBX_X86_CPU_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,8 +14,10 @@ struct kvm_cpuid2;
 /* The host's KVM_GET_SUPPORTED_CPUID, malloc'ed (free()). NULL with errno on failure. */
 struct kvm_cpuid2 *cpu_supported_cpuid(int kvm_fd);
 
-/* Gives vCPU `id` of `n` its CPUID (APIC id, topology, hypervisor bit). Returns 0 or -errno. */
-int cpu_set_cpuid(int vcpu_fd, const struct kvm_cpuid2 *supported, unsigned id, unsigned n);
+/* Gives vCPU `id` of `n` its CPUID (APIC id, topology, hypervisor bit, the TSC-deadline timer
+   when KVM has it). Returns 0 or -errno. */
+int cpu_set_cpuid(int vcpu_fd, const struct kvm_cpuid2 *supported, unsigned id, unsigned n,
+                  bool tsc_deadline);
 
 /* Boot MSRs and LAPIC LINT0/LINT1 wiring, for every vCPU. Returns 0 or -errno; *what names the
    ioctl that failed. */
