@@ -34,8 +34,8 @@ static void report(const char *what, double *v, int n)
 {
     qsort(v, (size_t)n, sizeof(double), cmp_double);
     double median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    printf("%-28s median %8.1f ms   min %8.1f   max %8.1f   (n=%d)\n", what, median, v[0],
-           v[n - 1], n);
+    printf("%-28s median %8.1f ms   min %8.1f   max %8.1f   (n=%d)\n", what, median, v[0], v[n - 1],
+           n);
 }
 
 static double median_of(double *v, int n)
@@ -63,8 +63,8 @@ static int bench_sbx(const char *kernel, const char *rootfs, unsigned mem, doubl
 
 /* Boots QEMU with the same kernel, root filesystem, initramfs (envd) and command line, and
    times until envd answers Hello over vhost-vsock. */
-static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs,
-                      const char *initrd, unsigned mem, double *out)
+static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs, const char *initrd,
+                      unsigned mem, double *out)
 {
     char memarg[32], drive[1024];
     snprintf(memarg, sizeof(memarg), "%u", mem);
@@ -80,11 +80,10 @@ static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs,
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 0);
         dup2(devnull, 1);
-        execlp(qemu, qemu, "-M", "microvm,rtc=off", "-accel", "kvm", "-cpu", "host", "-m",
-               memarg, "-smp", "1", "-nodefaults", "-no-user-config", "-nographic",
-               "-no-reboot", "-serial", "null", "-kernel", kernel, "-initrd", initrd, "-append",
-               cmdline, "-drive", drive, "-device", "virtio-blk-device,drive=root", "-device",
-               cid, (char *)NULL);
+        execlp(qemu, qemu, "-M", "microvm,rtc=off", "-accel", "kvm", "-cpu", "host", "-m", memarg,
+               "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial",
+               "null", "-kernel", kernel, "-initrd", initrd, "-append", cmdline, "-drive", drive,
+               "-device", "virtio-blk-device,drive=root", "-device", cid, (char *)NULL);
         _exit(127);
     }
     int r = -1;

@@ -94,7 +94,10 @@ typedef struct sbx_options {
     const char *image_dir;
 } sbx_options;
 
-#define SBX_OPTIONS_INIT {SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL}
+#define SBX_OPTIONS_INIT                                                                           \
+    {                                                                                              \
+        SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL                           \
+    }
 
 /*
  * Creates a sandbox: builds a microVM in this process, boots the guest kernel with the guest
@@ -135,13 +138,17 @@ SBX_API int sbx_state(const sbx *sb);
 
 /* What the guest reported when its agent said Hello, and the sandbox's resources. */
 typedef struct sbx_info {
-    char id[32];                /* sandbox id: lowercase alphanumeric, unique per process */
-    char kernel_release[65];    /* the guest's uname -r */
-    char envd_version[32];      /* version of the guest agent */
-    uint32_t protocol_version;  /* agent protocol version negotiated */
-    unsigned vcpus;             /* vCPUs of the VM */
-    unsigned memory_mib;        /* guest RAM */
-    uint64_t boot_ns;           /* sbx_create() duration until Hello, in nanoseconds */
+    char id[32];               /* sandbox id: lowercase alphanumeric, unique per process */
+    char kernel_release[65];   /* the guest's uname -r */
+    char envd_version[32];     /* version of the guest agent */
+    uint32_t protocol_version; /* agent protocol version negotiated */
+    unsigned vcpus;            /* vCPUs of the VM */
+    unsigned memory_mib;       /* guest RAM */
+    uint64_t boot_ns;          /* sbx_create() duration until Hello, in nanoseconds */
+    /* As the guest reports them (it may be lying: use for display, not for decisions). */
+    unsigned guest_cpus;    /* online CPUs */
+    uint64_t guest_mem_kib; /* MemTotal (RAM minus what the kernel reserved) */
+    char os_name[128];      /* PRETTY_NAME of the root filesystem's os-release, or "" */
 } sbx_info;
 
 /* Fills *info. Returns 0, or SBX_EINVAL. Never blocks. */

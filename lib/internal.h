@@ -20,11 +20,11 @@ struct virtio_dev;
 struct event_base;
 struct event;
 
-#define SBX_MAX_DISKS   16
-#define SBX_MAX_VCPUS   64
-#define SBX_ERRMSG_MAX  4096
-#define SBX_ENVD_PORT   49983 /* the guest agent's vsock port (E2B's envd port, for familiarity) */
-#define SBX_GUEST_CID   3
+#define SBX_MAX_DISKS  16
+#define SBX_MAX_VCPUS  64
+#define SBX_ERRMSG_MAX 4096
+#define SBX_ENVD_PORT  49983 /* the guest agent's vsock port (E2B's envd port, for familiarity) */
+#define SBX_GUEST_CID  3
 
 /* The sandbox handle. Everything a sandbox owns hangs off it: no process-wide state. */
 struct sbx {
@@ -82,14 +82,16 @@ struct sbx {
 };
 
 /* Sets the handle's error message (printf-style) and returns `code`. */
-int sbx_seterr(struct sbx *sb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int sbx_seterr(struct sbx *sb, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Ends the VM: records `state` (SBX_STATE_STOPPED or SBX_STATE_FAILED) and the reason if it is
  * the first stop, wakes every waiter (dead_fd) and kicks the vCPUs out of KVM_RUN. Callable from
  * any library thread, any number of times.
  */
-void sbx_stop(struct sbx *sb, int state, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void sbx_stop(struct sbx *sb, int state, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The guest reset its machine (keyboard controller, triple fault, system event): decide
    whether that was a requested shutdown, a reboot, or a kernel panic, and stop the VM. */

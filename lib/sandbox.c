@@ -182,16 +182,19 @@ static int resolve_images(struct sbx *sb, const sbx_options *o)
     if (strchr(rf, '/'))
         sb->rootfs_path = strdup(rf);
     else if (!valid_name(rf))
-        r = sbx_seterr(sb, SBX_EINVAL, "rootfs name '%s' is not a valid image name "
-                                       "(letters, digits, '-', '_', '.')", rf);
+        r = sbx_seterr(sb, SBX_EINVAL,
+                       "rootfs name '%s' is not a valid image name "
+                       "(letters, digits, '-', '_', '.')",
+                       rf);
     else if (dir && asprintf(&sb->rootfs_path, "%s/%s.ext4", dir, rf) < 0)
         sb->rootfs_path = NULL;
     free(dir);
     if (r < 0)
         return r;
     if (!sb->kernel_path || !sb->rootfs_path)
-        return sbx_seterr(sb, SBX_EIMAGE, "no image directory: set options.image_dir, "
-                                          "$SBX_IMAGE_DIR or $HOME");
+        return sbx_seterr(sb, SBX_EIMAGE,
+                          "no image directory: set options.image_dir, "
+                          "$SBX_IMAGE_DIR or $HOME");
     if (access(sb->kernel_path, R_OK) < 0)
         return sbx_seterr(sb, SBX_EIMAGE,
                           "guest kernel %s: %s (build it with `make images`, or set "
@@ -237,8 +240,8 @@ static int copy_options(struct sbx *sb, const sbx_options *o)
         if (!d->path || !*d->path)
             return sbx_seterr(sb, SBX_EINVAL, "options.disks[%u].path is empty", i);
         if (d->serial && strlen(d->serial) > MAX_SERIAL_LEN)
-            return sbx_seterr(sb, SBX_EINVAL, "options.disks[%u].serial is longer than %d bytes",
-                              i, MAX_SERIAL_LEN);
+            return sbx_seterr(sb, SBX_EINVAL, "options.disks[%u].serial is longer than %d bytes", i,
+                              MAX_SERIAL_LEN);
         sb->disks[i].path = strdup(d->path);
         sb->disks[i].serial = d->serial ? strdup(d->serial) : NULL;
         sb->disks[i].read_only = d->read_only;
@@ -294,16 +297,17 @@ static int connect_agent(struct sbx *sb, const struct waitctx *w)
             sb->ctl_fd = fd;
             snprintf(sb->info.kernel_release, sizeof(sb->info.kernel_release), "%s",
                      h.kernel_release);
-            snprintf(sb->info.envd_version, sizeof(sb->info.envd_version), "%s",
-                     h.envd_version);
+            snprintf(sb->info.envd_version, sizeof(sb->info.envd_version), "%s", h.envd_version);
             sb->info.protocol_version = h.protocol_version;
+            sb->info.guest_cpus = h.cpus;
+            sb->info.guest_mem_kib = h.mem_total_kib;
+            snprintf(sb->info.os_name, sizeof(sb->info.os_name), "%s", h.os_name);
             return 0;
         }
         close(fd);
         if (r != SBX_EPROTO || now_ns() >= w->deadline_ns) {
             if (r == SBX_EPROTO || r == SBX_ETIMEDOUT)
-                return sbx_seterr(sb, SBX_ETIMEDOUT, "the guest agent did not answer (%s)",
-                                  err);
+                return sbx_seterr(sb, SBX_ETIMEDOUT, "the guest agent did not answer (%s)", err);
             return sbx_seterr(sb, r, "waiting for the guest agent: %s", sbx_strerror(r));
         }
         /* Refused or reset: envd is not listening yet. */
@@ -460,8 +464,9 @@ int sbx_shutdown(sbx *sb, unsigned timeout_ms)
         return sbx_seterr(sb, r, "shutdown interrupted");
     if (r < 0) {
         sbx_stop(sb, SBX_STATE_STOPPED, "the guest did not shut down in time; stopped forcibly");
-        return sbx_seterr(sb, SBX_ETIMEDOUT, "the guest did not shut down within %u ms; the VM "
-                                             "was stopped",
+        return sbx_seterr(sb, SBX_ETIMEDOUT,
+                          "the guest did not shut down within %u ms; the VM "
+                          "was stopped",
                           timeout_ms ? timeout_ms : DEFAULT_CALL_MS);
     }
     return 0;

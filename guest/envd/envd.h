@@ -37,6 +37,10 @@ void init_fatal(const struct envd_config *cfg, const char *fmt, ...)
 void init_set_clock(const struct envd_config *cfg, uint64_t realtime_ns);
 void init_set_hostname(const struct envd_config *cfg, const char *name);
 
+/* PRETTY_NAME from /etc/os-release (or /usr/lib/os-release), unquoted and truncated to fit;
+   "" when there is none. */
+void init_os_name(char *out, size_t cap);
+
 /* serve.c: the event loop. listen_fd accepts vsock connections (or -1); first_fd is an
    already connected stream (or -1; test mode). Returns only in test mode, once no
    connection is left. */

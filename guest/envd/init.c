@@ -309,6 +309,33 @@ void init_set_hostname(const struct envd_config *cfg, const char *name)
         log_msg("sethostname %s: %s", name, strerror(errno));
 }
 
+void init_os_name(char *out, size_t cap)
+{
+    static const char *const paths[] = {"/etc/os-release", "/usr/lib/os-release"};
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        FILE *f = fopen(paths[i], "re");
+        if (!f)
+            continue;
+        char line[512];
+        while (fgets(line, sizeof(line), f)) {
+            if (strncmp(line, "PRETTY_NAME=", 12) != 0)
+                continue;
+            char *v = line + 12;
+            v[strcspn(v, "\n")] = 0;
+            size_t n = strlen(v);
+            if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
+                v[n - 1] = 0;
+                v++;
+            }
+            snprintf(out, cap, "%s", v);
+            break;
+        }
+        fclose(f);
+        return;
+    }
+}
+
 void init_set_clock(const struct envd_config *cfg, uint64_t realtime_ns)
 {
     if (cfg->test_mode || realtime_ns == 0)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,6 +47,7 @@ struct server {
     size_t nconns;
     uint64_t accept_pause_until_ms;
     struct utsname uts;
+    char os_name[128]; /* PRETTY_NAME of the root filesystem */
 };
 
 static uint64_t mono_ms(void)
@@ -175,6 +177,11 @@ static void on_hello(struct server *s, struct conn *c, const Sbx__Agent__Frame *
     r.software = "envd";
     r.version = ENVD_VERSION;
     r.kernel_release = s->uts.release;
+    struct sysinfo si;
+    if (sysinfo(&si) == 0)
+        r.mem_total_kib = (uint64_t)si.totalram * si.mem_unit / 1024;
+    r.cpus = (uint32_t)get_nprocs();
+    r.os_name = s->os_name;
     r.n_features = sizeof(features) / sizeof(features[0]);
     r.features = features;
     Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
@@ -331,6 +338,7 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
 {
     struct server s = {.cfg = cfg, .listen_fd = listen_fd, .sig_fd = -1};
     uname(&s.uts);
+    init_os_name(s.os_name, sizeof(s.os_name));
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);

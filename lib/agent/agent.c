@@ -207,13 +207,15 @@ static int check_hello(const Sbx__Agent__Hello *h, struct agent_hello *out, char
     }
     const struct {
         const char *name, *value;
+        bool required;
     } strs[] = {
-        {"software", h->software},
-        {"version", h->version},
-        {"kernel release", h->kernel_release},
+        {"software", h->software, true},
+        {"version", h->version, true},
+        {"kernel release", h->kernel_release, true},
+        {"OS name", h->os_name, false},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        if (!strs[i].value[0]) {
+        if (!strs[i].value[0] && strs[i].required) {
             set_err(err, errlen, "envd's Hello has no %s", strs[i].name);
             return SBX_EPROTO;
         }
@@ -231,6 +233,9 @@ static int check_hello(const Sbx__Agent__Hello *h, struct agent_hello *out, char
         copy_str(out->kernel_release, sizeof(out->kernel_release), h->kernel_release);
         copy_str(out->envd_version, sizeof(out->envd_version), h->version);
         out->features = features;
+        out->cpus = h->cpus;
+        out->mem_total_kib = h->mem_total_kib;
+        copy_str(out->os_name, sizeof(out->os_name), h->os_name);
     }
     return 0;
 }

@@ -19,6 +19,9 @@ struct agent_hello {
     char kernel_release[65]; /* guest uname -r (truncated to fit) */
     char envd_version[32];   /* (truncated to fit) */
     uint32_t features;       /* AGENT_FEATURE_* bits; names this host does not know are ignored */
+    uint32_t cpus;           /* online CPUs the guest sees */
+    uint64_t mem_total_kib;  /* the guest's MemTotal */
+    char os_name[128];       /* PRETTY_NAME of the guest's root filesystem, or "" */
 };
 
 /*

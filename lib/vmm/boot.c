@@ -13,12 +13,12 @@
 #include "vmm/boot.h"
 #include "vmm/x86/layout.h"
 
-#define MAX_PHDRS       64
-#define KERNEL_CMDLINE_MAX 2048 /* x86 COMMAND_LINE_SIZE */
-#define HDRS_MAGIC      0x53726448 /* "HdrS" */
-#define SETUP_HDR_OFF   0x1f1
-#define E820_RAM        1
-#define E820_RESERVED   2
+#define MAX_PHDRS          64
+#define KERNEL_CMDLINE_MAX 2048       /* x86 COMMAND_LINE_SIZE */
+#define HDRS_MAGIC         0x53726448 /* "HdrS" */
+#define SETUP_HDR_OFF      0x1f1
+#define E820_RAM           1
+#define E820_RESERVED      2
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, const char *path, int e)
 {
@@ -53,8 +53,8 @@ static int load_elf(const struct guestmem *gm, int fd, uint64_t fsize, const cha
 {
     Elf64_Ehdr eh;
     if (read_at(fd, &eh, sizeof(eh), 0) < 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
-        eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64 ||
-        eh.e_type != ET_EXEC || eh.e_phentsize != sizeof(Elf64_Phdr))
+        eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64 || eh.e_type != ET_EXEC ||
+        eh.e_phentsize != sizeof(Elf64_Phdr))
         return fail(err, errlen, SBX_EIMAGE, "kernel %s: not an x86-64 executable ELF vmlinux",
                     path, 0);
     if (eh.e_phnum == 0 || eh.e_phnum > MAX_PHDRS || eh.e_phoff > fsize ||
@@ -70,13 +70,12 @@ static int load_elf(const struct guestmem *gm, int fd, uint64_t fsize, const cha
             continue;
         if (ph[i].p_filesz > ph[i].p_memsz || ph[i].p_offset > fsize ||
             ph[i].p_filesz > fsize - ph[i].p_offset)
-            return fail(err, errlen, SBX_EIMAGE, "kernel %s: ELF segment outside the file",
-                        path, 0);
+            return fail(err, errlen, SBX_EIMAGE, "kernel %s: ELF segment outside the file", path,
+                        0);
         uint8_t *dst = guestmem_ptr(gm, ph[i].p_paddr, ph[i].p_memsz);
         if (!dst || ph[i].p_paddr < LAYOUT_HIMEM)
             return fail(err, errlen, SBX_EIMAGE,
-                        "kernel %s: ELF segment does not fit in guest RAM (more memory?)", path,
-                        0);
+                        "kernel %s: ELF segment does not fit in guest RAM (more memory?)", path, 0);
         if (read_at(fd, dst, ph[i].p_filesz, (off_t)ph[i].p_offset) < 0)
             return fail(err, errlen, SBX_EIMAGE, "kernel %s: read error", path, errno);
         memset(dst + ph[i].p_filesz, 0, ph[i].p_memsz - ph[i].p_filesz);
@@ -132,8 +131,8 @@ static int load_bzimage(const struct guestmem *gm, int fd, uint64_t fsize, const
     return 0;
 }
 
-int boot_load_kernel(const struct guestmem *gm, const char *path, struct boot_kernel *k,
-                     char *err, size_t errlen)
+int boot_load_kernel(const struct guestmem *gm, const char *path, struct boot_kernel *k, char *err,
+                     size_t errlen)
 {
     memset(k, 0, sizeof(*k));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -173,8 +172,8 @@ int boot_setup(const struct guestmem *gm, const struct boot_kernel *k, const cha
         return SBX_EINVAL;
     }
     if (clen >= KERNEL_CMDLINE_MAX) {
-        snprintf(err, errlen, "kernel command line too long (%zu bytes, the kernel takes %d)",
-                 clen, KERNEL_CMDLINE_MAX - 1);
+        snprintf(err, errlen, "kernel command line too long (%zu bytes, the kernel takes %d)", clen,
+                 KERNEL_CMDLINE_MAX - 1);
         return SBX_EINVAL;
     }
     memcpy(cl, cmdline, clen + 1);
@@ -203,8 +202,10 @@ int boot_setup(const struct guestmem *gm, const struct boot_kernel *k, const cha
         uint64_t addr = top > initrd_len ? (top - initrd_len) & ~0xfffULL : 0;
         uint8_t *dst = addr >= k->end ? guestmem_ptr(gm, addr, initrd_len) : NULL;
         if (!dst) {
-            snprintf(err, errlen, "initramfs (%zu bytes) does not fit in guest RAM above the "
-                     "kernel; give the sandbox more memory", initrd_len);
+            snprintf(err, errlen,
+                     "initramfs (%zu bytes) does not fit in guest RAM above the "
+                     "kernel; give the sandbox more memory",
+                     initrd_len);
             return SBX_EINVAL;
         }
         memcpy(dst, initrd, initrd_len);

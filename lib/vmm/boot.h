@@ -18,8 +18,8 @@ struct boot_kernel {
 };
 
 /* Loads the kernel at `path` into guest RAM. Returns 0 or SBX_EIMAGE with a message in err. */
-int boot_load_kernel(const struct guestmem *gm, const char *path, struct boot_kernel *k,
-                     char *err, size_t errlen);
+int boot_load_kernel(const struct guestmem *gm, const char *path, struct boot_kernel *k, char *err,
+                     size_t errlen);
 
 /* Places the initrd (as high as allowed), the command line, the e820 map and the zero page.
    Returns 0 or SBX_EINVAL / SBX_EIMAGE with a message in err. */

@@ -7,8 +7,7 @@
 #include <stdint.h>
 
 /* data is little-endian guest data of len bytes (1, 2, 4 or 8); fill it on reads. */
-typedef void (*bus_fn)(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,
-                       bool is_write);
+typedef void (*bus_fn)(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
 
 #define BUS_MAX_RANGES 32
 

@@ -8,15 +8,15 @@
 
 /* Register offsets and bits (the 16550 data sheet; Linux's include/uapi/linux/serial_reg.h). */
 enum { RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7 };
-#define LCR_DLAB     0x80
-#define IER_THRI     0x02
-#define IIR_NO_INT   0x01
-#define IIR_THRI     0x02
-#define IIR_FIFO     0xc0 /* "FIFOs enabled": what makes Linux detect a 16550A */
-#define LSR_THRE     0x20
-#define LSR_TEMT     0x40
-#define MCR_LOOP     0x10
-#define MSR_IDLE     0xb0 /* DCD | DSR | CTS: a terminal is attached and ready */
+#define LCR_DLAB   0x80
+#define IER_THRI   0x02
+#define IIR_NO_INT 0x01
+#define IIR_THRI   0x02
+#define IIR_FIFO   0xc0 /* "FIFOs enabled": what makes Linux detect a 16550A */
+#define LSR_THRE   0x20
+#define LSR_TEMT   0x40
+#define MCR_LOOP   0x10
+#define MSR_IDLE   0xb0 /* DCD | DSR | CTS: a terminal is attached and ready */
 
 void serial_init(struct serial *s, int sink_fd, void (*irq)(void *), void *ctx)
 {

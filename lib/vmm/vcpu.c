@@ -151,8 +151,7 @@ static void *vcpu_thread(void *arg)
             break;
         case KVM_EXIT_FAIL_ENTRY:
             sbx_stop(sb, SBX_STATE_FAILED, "vCPU %u: VM entry failed (hardware reason 0x%llx)",
-                     v->id,
-                     (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+                     v->id, (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
             break;
         case KVM_EXIT_INTR:
             break;

@@ -46,9 +46,12 @@ static int open_kvm(struct sbx *sb)
         int cap;
         const char *name;
     } caps[] = {
-        {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},         {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
-        {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},     {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
-        {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"}, {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
+        {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+        {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+        {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},
+        {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
+        {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+        {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
         {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
     };
     for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
@@ -130,8 +133,10 @@ static void destroy_vm(struct sbx *sb)
 
 static int map_region(struct sbx *sb, uint32_t slot, uint64_t gpa, uint8_t *host, uint64_t size)
 {
-    struct kvm_userspace_memory_region r = {
-        .slot = slot, .guest_phys_addr = gpa, .memory_size = size, .userspace_addr = (uintptr_t)host};
+    struct kvm_userspace_memory_region r = {.slot = slot,
+                                            .guest_phys_addr = gpa,
+                                            .memory_size = size,
+                                            .userspace_addr = (uintptr_t)host};
     if (ioctl(sb->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) /* api.rst 4.35 */
         return sbx_seterr(sb, SBX_EKVM, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB): %s", slot,
                           (unsigned long long)(size >> 20), strerror(errno));
@@ -256,27 +261,26 @@ static int create_devices(struct sbx *sb)
         bus_add(&sb->pio, I8042_COMMAND, 1, i8042_io, sb) < 0)
         return sbx_seterr(sb, SBX_EINVAL, "cannot register legacy devices");
 
-    sb->devhost = (struct devhost){.mem = &sb->mem, .evbase = sb->evbase, .vm_fd = sb->vm_fd,
-                                   .fail = dev_fail, .ctx = sb};
+    sb->devhost = (struct devhost){
+        .mem = &sb->mem, .evbase = sb->evbase, .vm_fd = sb->vm_fd, .fail = dev_fail, .ctx = sb};
     char err[512];
     /* Disks first, so that the root disk is /dev/vda and extra disks follow in order. */
     for (unsigned i = 0; i <= sb->ndisks; i++) {
         struct blk_config cfg;
         if (i == 0) {
-            cfg = (struct blk_config){.path = sb->rootfs_path, .mode = BLK_EPHEMERAL,
-                                      .serial = "sbx-root"};
-        } else {
             cfg = (struct blk_config){
-                .path = sb->disks[i - 1].path,
-                .mode = sb->disks[i - 1].ephemeral   ? BLK_EPHEMERAL
-                        : sb->disks[i - 1].read_only ? BLK_RO
-                                                     : BLK_RW,
-                .serial = sb->disks[i - 1].serial};
+                .path = sb->rootfs_path, .mode = BLK_EPHEMERAL, .serial = "sbx-root"};
+        } else {
+            cfg = (struct blk_config){.path = sb->disks[i - 1].path,
+                                      .mode = sb->disks[i - 1].ephemeral   ? BLK_EPHEMERAL
+                                              : sb->disks[i - 1].read_only ? BLK_RO
+                                                                           : BLK_RW,
+                                      .serial = sb->disks[i - 1].serial};
         }
         uint64_t base = LAYOUT_VIRTIO_BASE + (uint64_t)sb->nvdev * VIRTIO_MMIO_WINDOW;
         struct virtio_dev *d = NULL;
-        int r = virtio_blk_create(&d, &sb->devhost, &cfg, base, LAYOUT_IRQ_VIRTIO + sb->nvdev,
-                                  err, sizeof(err));
+        int r = virtio_blk_create(&d, &sb->devhost, &cfg, base, LAYOUT_IRQ_VIRTIO + sb->nvdev, err,
+                                  sizeof(err));
         if (r < 0)
             return sbx_seterr(sb, r == SBX_EINVAL ? SBX_EIMAGE : r, "%s disk %s: %s",
                               i == 0 ? "root" : "extra", cfg.path, err);

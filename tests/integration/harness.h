@@ -18,12 +18,15 @@ struct itest {
 #define ITEST_SKIP 77
 
 #define SBX_TEST(name) static void name(void)
-#define ITEST(name)    {#name, name}
-#define ITEST_MAIN(...)                                                                        \
-    static const struct itest itests_[] = {__VA_ARGS__};                                      \
-    int main(int argc, char **argv)                                                            \
-    {                                                                                          \
-        return itest_main(itests_, sizeof(itests_) / sizeof(itests_[0]), argc, argv);         \
+#define ITEST(name)                                                                                \
+    {                                                                                              \
+#name, name                                                                                \
+    }
+#define ITEST_MAIN(...)                                                                            \
+    static const struct itest itests_[] = {__VA_ARGS__};                                           \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        return itest_main(itests_, sizeof(itests_) / sizeof(itests_[0]), argc, argv);              \
     }
 
 int itest_main(const struct itest *t, size_t n, int argc, char **argv);
@@ -31,19 +34,19 @@ int itest_main(const struct itest *t, size_t n, int argc, char **argv);
 void itest_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            itest_fail(__FILE__, __LINE__, "check failed: %s", #cond);                       \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            itest_fail(__FILE__, __LINE__, "check failed: %s", #cond);                             \
     } while (0)
 
 /* Checks that an sbx_* call returned `want`, printing the handle's message otherwise. */
-#define CHECK_RC(sb, call, want)                                                               \
-    do {                                                                                       \
-        int rc_ = (call);                                                                      \
-        if (rc_ != (want))                                                                     \
-            itest_fail(__FILE__, __LINE__, "%s returned %d (%s), expected %d: %s", #call, rc_,  \
-                       sbx_strerror(rc_), (want), sbx_errmsg(sb));                             \
+#define CHECK_RC(sb, call, want)                                                                   \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != (want))                                                                         \
+            itest_fail(__FILE__, __LINE__, "%s returned %d (%s), expected %d: %s", #call, rc_,     \
+                       sbx_strerror(rc_), (want), sbx_errmsg(sb));                                 \
     } while (0)
 
 #define CHECK_OK(sb, call) CHECK_RC(sb, call, 0)

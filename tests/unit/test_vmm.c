@@ -51,8 +51,8 @@ static void test_bus(void **state)
 {
     struct bus b = {0};
     assert_int_equal(bus_add(&b, 0x100, 0x10, dev_fn, NULL), 0);
-    assert_int_equal(bus_add(&b, 0x108, 0x10, dev_fn, NULL), -1); /* overlap */
-    assert_int_equal(bus_add(&b, 0x110, 0, dev_fn, NULL), -1);    /* empty */
+    assert_int_equal(bus_add(&b, 0x108, 0x10, dev_fn, NULL), -1);       /* overlap */
+    assert_int_equal(bus_add(&b, 0x110, 0, dev_fn, NULL), -1);          /* empty */
     assert_int_equal(bus_add(&b, UINT64_MAX - 1, 4, dev_fn, NULL), -1); /* wraps */
     uint8_t d[8] = {1};
     assert_true(bus_access(&b, 0x104, d, 1, true));
@@ -254,7 +254,7 @@ static void test_options(void **state)
     assert_int_equal(sbx_create(&sb, &o), SBX_EINVAL);
     sbx_destroy(sb);
     o = (sbx_options)SBX_OPTIONS_INIT;
-    o.kernel = "/bin/sh"; /* readable: the root filesystem is checked next */
+    o.kernel = "/bin/sh";                /* readable: the root filesystem is checked next */
     o.rootfs = "/nonexistent/root.ext4"; /* a path (it has a slash) */
     assert_int_equal(sbx_create(&sb, &o), SBX_EIMAGE);
     assert_non_null(strstr(sbx_errmsg(sb), "nonexistent"));
@@ -283,9 +283,9 @@ static void test_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cmdline),     cmocka_unit_test(test_bus),
-        cmocka_unit_test(test_serial),      cmocka_unit_test(test_mptable),
-        cmocka_unit_test(test_load_elf),    cmocka_unit_test(test_boot_setup_limits),
+        cmocka_unit_test(test_cmdline),  cmocka_unit_test(test_bus),
+        cmocka_unit_test(test_serial),   cmocka_unit_test(test_mptable),
+        cmocka_unit_test(test_load_elf), cmocka_unit_test(test_boot_setup_limits),
         cmocka_unit_test(test_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

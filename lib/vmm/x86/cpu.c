@@ -102,8 +102,8 @@ int cpu_set_cpuid(int vcpu_fd, const struct kvm_cpuid2 *supported, unsigned id, 
 #define MISC_ENABLE_FAST_STRING 1
 #define MTRR_ENABLE_WRITEBACK   ((1u << 11) | 6)
 
-#define APIC_LVT0    0x350
-#define APIC_LVT1    0x360
+#define APIC_LVT0        0x350
+#define APIC_LVT1        0x360
 #define APIC_MODE_NMI    0x4
 #define APIC_MODE_EXTINT 0x7
 
@@ -121,11 +121,16 @@ int cpu_init(int vcpu_fd, const char **what)
         uint32_t index;
         uint64_t data;
     } boot_msrs[] = {
-        {MSR_IA32_SYSENTER_CS, 0},  {MSR_IA32_SYSENTER_ESP, 0},
-        {MSR_IA32_SYSENTER_EIP, 0}, {MSR_STAR, 0},
-        {MSR_CSTAR, 0},             {MSR_KERNEL_GS_BASE, 0},
-        {MSR_SYSCALL_MASK, 0},      {MSR_LSTAR, 0},
-        {MSR_IA32_TSC, 0},          {MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING},
+        {MSR_IA32_SYSENTER_CS, 0},
+        {MSR_IA32_SYSENTER_ESP, 0},
+        {MSR_IA32_SYSENTER_EIP, 0},
+        {MSR_STAR, 0},
+        {MSR_CSTAR, 0},
+        {MSR_KERNEL_GS_BASE, 0},
+        {MSR_SYSCALL_MASK, 0},
+        {MSR_LSTAR, 0},
+        {MSR_IA32_TSC, 0},
+        {MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING},
         {MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WRITEBACK},
     };
     enum { N = sizeof(boot_msrs) / sizeof(boot_msrs[0]) };

@@ -52,8 +52,8 @@ enum { MP_INT = 0, MP_NMI = 1, MP_EXTINT = 3 };
 #define CPU_BOOT      2
 #define APIC_VERSION  0x14
 #define IOAPIC_VER    0x11
-#define CPU_SIGNATURE 0x600       /* family 6 */
-#define CPU_FEATURES  0x201       /* FPU | APIC */
+#define CPU_SIGNATURE 0x600 /* family 6 */
+#define CPU_FEATURES  0x201 /* FPU | APIC */
 
 static uint8_t checksum(const void *p, size_t n)
 {
@@ -83,9 +83,10 @@ int mptable_write(const struct guestmem *gm, unsigned ncpus)
     uint16_t count = 0;
 
     for (unsigned i = 0; i < ncpus; i++, count++) {
-        struct mpc_cpu c = {MP_CPU, (uint8_t)i, APIC_VERSION,
-                            (uint8_t)(CPU_ENABLED | (i == 0 ? CPU_BOOT : 0)),
-                            CPU_SIGNATURE, CPU_FEATURES, {0, 0}};
+        struct mpc_cpu c = {MP_CPU,        (uint8_t)i,
+                            APIC_VERSION,  (uint8_t)(CPU_ENABLED | (i == 0 ? CPU_BOOT : 0)),
+                            CPU_SIGNATURE, CPU_FEATURES,
+                            {0, 0}};
         memcpy(p, &c, sizeof(c));
         p += sizeof(c);
     }
@@ -102,8 +103,8 @@ int mptable_write(const struct guestmem *gm, unsigned ncpus)
     for (unsigned irq = 0; irq < LAYOUT_IOAPIC_PINS; irq++) {
         if (irq == 2)
             continue;
-        struct mpc_int e = {MP_IOINT, MP_INT, 0, 0, (uint8_t)irq, ioapic_id,
-                            (uint8_t)(irq == 0 ? 2 : irq)};
+        struct mpc_int e = {
+            MP_IOINT, MP_INT, 0, 0, (uint8_t)irq, ioapic_id, (uint8_t)(irq == 0 ? 2 : irq)};
         memcpy(p, &e, sizeof(e));
         p += sizeof(e);
         count++;
