@@ -63,6 +63,8 @@ static int bench_sbx(const char *kernel, const char *rootfs, unsigned mem, doubl
 
 /* Boots QEMU with the same kernel, root filesystem, initramfs (envd) and command line, and
    times until envd answers Hello over vhost-vsock. */
+static int verbose;
+
 static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs, const char *initrd,
                       unsigned mem, double *out)
 {
@@ -79,8 +81,10 @@ static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs, 
     if (pid == 0) {
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 0);
-        dup2(devnull, 1);
-        execlp(qemu, qemu, "-M", "microvm,rtc=off", "-accel", "kvm", "-cpu", "host", "-m", memarg,
+        if (!verbose)
+            dup2(devnull, 1);
+        execlp(qemu, qemu, "-M", "microvm,acpi=off,rtc=off", "-global",
+               "virtio-mmio.force-legacy=false", "-accel", "kvm", "-cpu", "host", "-m", memarg,
                "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial",
                "null", "-kernel", kernel, "-initrd", initrd, "-append", cmdline, "-drive", drive,
                "-device", "virtio-blk-device,drive=root", "-device", cid, (char *)NULL);
@@ -129,13 +133,17 @@ int main(int argc, char **argv)
             rootfs = argv[++i];
         else if (!strcmp(argv[i], "--no-qemu"))
             qemu = NULL;
+        else if (!strcmp(argv[i], "--verbose"))
+            verbose = 1;
         else {
-            fprintf(stderr, "usage: %s [--runs N] [--rootfs NAME] [--no-qemu]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--runs N] [--rootfs NAME] [--no-qemu] [--verbose]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (runs < 1 || runs > 1000)
         runs = 10;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     const char *home = getenv("HOME");
     const char *dir = getenv("SBX_IMAGE_DIR");
     char imgdir[512], kernel[600], rootpath[600];
@@ -152,9 +160,11 @@ int main(int argc, char **argv)
     double warm;
     if (bench_sbx(kernel, rootpath, mem, &warm) != 0) /* warm the page cache */
         return 1;
-    for (int i = 0; i < runs; i++)
+    for (int i = 0; i < runs; i++) {
         if (bench_sbx(kernel, rootpath, mem, &a[i]) != 0)
             return 1;
+        fprintf(stderr, "libsandbox run %d: %.1f ms\n", i + 1, a[i]);
+    }
     report("libsandbox create->Hello", a, runs);
     if (!qemu)
         return 0;
@@ -170,8 +180,10 @@ int main(int argc, char **argv)
     close(fd);
     free(initrd);
     int ok = bench_qemu(qemu, kernel, rootpath, ipath, mem, &warm) == 0;
-    for (int i = 0; ok && i < runs; i++)
+    for (int i = 0; ok && i < runs; i++) {
         ok = bench_qemu(qemu, kernel, rootpath, ipath, mem, &b[i]) == 0;
+        fprintf(stderr, "qemu run %d: %.1f ms\n", i + 1, b[i]);
+    }
     unlink(ipath);
     if (!ok) {
         fprintf(stderr, "qemu microvm run failed (needs /dev/vhost-vsock)\n");

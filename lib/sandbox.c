@@ -205,6 +205,12 @@ static int resolve_images(struct sbx *sb, const sbx_options *o)
                           "root filesystem %s: %s (build it with `make images`, or set "
                           "options.rootfs)",
                           sb->rootfs_path, strerror(errno));
+    for (unsigned i = 0; i < sb->ndisks; i++) {
+        bool rw = !sb->disks[i].read_only && !sb->disks[i].ephemeral;
+        if (access(sb->disks[i].path, rw ? R_OK | W_OK : R_OK) < 0)
+            return sbx_seterr(sb, SBX_EIMAGE, "disk %u (%s): %s", i, sb->disks[i].path,
+                              strerror(errno));
+    }
     return 0;
 }
 
@@ -252,7 +258,7 @@ static int copy_options(struct sbx *sb, const sbx_options *o)
     }
     if (o->cmdline_extra && !(sb->cmdline_extra = strdup(o->cmdline_extra)))
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
-    return resolve_images(sb, o);
+    return resolve_images(sb, o); /* after the disks: it checks them too */
 }
 
 /* Starts a blocking call: forgets interrupts that arrived before it. */

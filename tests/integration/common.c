@@ -36,6 +36,19 @@ sbx_options itest_options(const char *rootfs)
     return o;
 }
 
+const char *itest_image(const char *file)
+{
+    static char path[1024];
+    const char *d = getenv("SBX_IMAGE_DIR"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    if (d && *d)
+        snprintf(path, sizeof(path), "%s/%s", d, file);
+    else if (x && *x)
+        snprintf(path, sizeof(path), "%s/libsandbox/%s", x, file);
+    else
+        snprintf(path, sizeof(path), "%s/.cache/libsandbox/%s", h ? h : "/root", file);
+    return path;
+}
+
 static char tmpdir[64];
 
 static void rm_tmpdir(void)

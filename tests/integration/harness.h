@@ -55,6 +55,9 @@ void itest_fail(const char *file, int line, const char *fmt, ...)
    copied to stderr when SBX_TEST_CONSOLE=1. */
 sbx_options itest_options(const char *rootfs);
 
+/* Path of a file in the image directory, resolved like the library does (static buffer). */
+const char *itest_image(const char *file);
+
 /* Milliseconds since an arbitrary point. */
 double itest_ms(void);
 

@@ -173,16 +173,7 @@ SBX_TEST(corrupt_kernel)
     sbx_destroy(sb);
     /* A truncated ELF: the real kernel's first 4 KiB. */
     char buf[4096];
-    const char *dir = getenv("SBX_IMAGE_DIR");
-    char kpath[512];
-    snprintf(kpath, sizeof(kpath), "%s/vmlinux",
-             dir ? dir : (getenv("HOME") ? getenv("HOME") : "/root"));
-    if (!dir) {
-        const char *xdg = getenv("XDG_CACHE_HOME");
-        snprintf(kpath, sizeof(kpath), "%s%s/libsandbox/vmlinux", xdg ? xdg : getenv("HOME"),
-                 xdg ? "" : "/.cache");
-    }
-    int fd = open(kpath, O_RDONLY);
+    int fd = open(itest_image("vmlinux"), O_RDONLY);
     CHECK(fd >= 0);
     CHECK(read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
     close(fd);
@@ -240,7 +231,48 @@ SBX_TEST(console_sink)
     close(p[1]);
 }
 
+SBX_TEST(boot_bzimage)
+{
+    sbx_options o = itest_options("test");
+    o.kernel = itest_image("bzImage");
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    sbx_info info;
+    sbx_get_info(sb, &info);
+    CHECK(strncmp(info.kernel_release, "6.1.", 4) == 0);
+    CHECK_OK(sb, sbx_ping(sb, 0));
+    sbx_destroy(sb);
+}
+
+SBX_TEST(extra_disks)
+{
+    /* The test image again as /dev/vdb (read-only) and /dev/vdc (ephemeral): the guest boots
+       with three virtio-blk devices, and the image files stay untouched. */
+    sbx_disk disks[2] = {
+        {.path = itest_image("test.ext4"), .read_only = 1, .serial = "data-ro"},
+        {.path = itest_image("test.ext4"), .ephemeral = 1, .serial = "scratch"},
+    };
+    sbx_options o = itest_options("test");
+    o.disks = disks;
+    o.ndisks = 2;
+    o.cmdline_extra = "loglevel=6"; /* so that the console names the disks */
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    static char con[65536];
+    sbx_console(sb, con, sizeof(con));
+    CHECK(strstr(con, "[vdb]") != NULL && strstr(con, "[vdc]") != NULL);
+    CHECK(strstr(con, "virtio_blk virtio1: [vdb] 131072 512-byte logical blocks") != NULL);
+    CHECK_OK(sb, sbx_ping(sb, 0));
+    sbx_destroy(sb);
+
+    disks[1].path = "/nonexistent/disk.img";
+    CHECK_RC(sb, sbx_create(&sb, &o), SBX_EIMAGE);
+    CHECK(strstr(sbx_errmsg(sb), "/nonexistent/disk.img") != NULL);
+    sbx_destroy(sb);
+}
+
 ITEST_MAIN(ITEST(boot_test_rootfs), ITEST(boot_base_rootfs), ITEST(clean_shutdown),
            ITEST(smp_and_memory), ITEST(two_sandboxes), ITEST(ten_sandboxes),
            ITEST(interrupt_during_boot), ITEST(missing_kernel), ITEST(corrupt_kernel),
-           ITEST(rootfs_not_ext4), ITEST(agent_never_answers), ITEST(console_sink))
+           ITEST(rootfs_not_ext4), ITEST(agent_never_answers), ITEST(console_sink),
+           ITEST(boot_bzimage), ITEST(extra_disks))
