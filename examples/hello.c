@@ -23,7 +23,8 @@ int main(int argc, char **argv)
     sbx_get_info(sb, &info);
     printf("sandbox %s is up after %.1f ms (%u vCPUs, %u MiB)\n", info.id, info.boot_ns / 1e6,
            info.vcpus, info.memory_mib);
-    printf("guest kernel: Linux %s\n", info.kernel_release);
+    printf("guest OS:     %s, Linux %s, %u CPUs, %llu MiB usable\n", info.os_name,
+           info.kernel_release, info.guest_cpus, (unsigned long long)(info.guest_mem_kib / 1024));
     printf("guest agent:  envd %s (protocol %u)\n", info.envd_version, info.protocol_version);
 
     if ((rc = sbx_ping(sb, 0)) != 0)
