@@ -209,3 +209,11 @@ char *fake_tempfile(size_t size)
     free(buf);
     return path;
 }
+
+void fake_disk_release(struct fake_vm *vm, struct virtio_dev *d, char *path)
+{
+    virtio_dev_destroy(d);
+    unlink(path);
+    free(path);
+    fake_vm_free(vm);
+}

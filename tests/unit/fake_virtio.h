@@ -65,6 +65,9 @@ bool fake_queue_used(struct fake_vm *vm, struct fake_queue *fq, uint32_t *id, ui
 /* A temporary file of `size` bytes where byte i is (uint8_t)(i * 7 + i / 4096). Caller
    unlinks and frees the returned path. */
 char *fake_tempfile(size_t size);
+/* Tears down a disk-backed device fixture: the device, its temp file (unlinked, path freed)
+   and the fake VM. */
+void fake_disk_release(struct fake_vm *vm, struct virtio_dev *d, char *path);
 uint8_t fake_pattern(uint64_t i);
 
 /* Runs the libevent loop until nothing is immediately ready (bounded number of passes). */

@@ -66,10 +66,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
 
-    virtio_dev_destroy(f->d);
-    unlink(f->path);
-    free(f->path);
-    fake_vm_free(&f->vm);
+    fake_disk_release(&f->vm, f->d, f->path);
     free(f);
     return 0;
 }
