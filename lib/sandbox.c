@@ -337,7 +337,10 @@ int sbx_create(sbx **out, const sbx_options *opts)
     if (r == 0)
         r = vm_build(sb);
     if (r == 0) {
-        struct waitctx w = begin_call(sb, sb->boot_timeout_ms);
+        /* Not begin_call(): an interrupt that arrived while the VM was built is for this
+           call (the handle is new, so nothing older can be pending). */
+        struct waitctx w = {t0 + (uint64_t)sb->boot_timeout_ms * 1000000ull, sb->intr_fd,
+                            sb->dead_fd};
         r = connect_agent(sb, &w);
         if (r == SBX_ETIMEDOUT)
             snprintf(sb->errmsg + strlen(sb->errmsg), sizeof(sb->errmsg) - strlen(sb->errmsg),
