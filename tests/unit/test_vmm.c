@@ -142,9 +142,14 @@ static void test_mptable(void **state)
     free(gm.lo);
 }
 
+static char tmp_path[64];
+
+/* Writes data to a fresh temporary file (replacing the previous one) and returns its path. */
 static const char *write_tmp(const void *data, size_t len)
 {
-    static char path[64];
+    char *path = tmp_path;
+    if (path[0])
+        unlink(path);
     strcpy(path, "/tmp/sbx-unit-XXXXXX");
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -212,6 +217,8 @@ static void test_load_elf(void **state)
     assert_int_equal(boot_load_kernel(&gm, p, &k, err, sizeof(err)), SBX_EIMAGE);
     assert_int_equal(boot_load_kernel(&gm, "/nonexistent", &k, err, sizeof(err)), SBX_EIMAGE);
     assert_non_null(strstr(err, "/nonexistent"));
+    unlink(tmp_path);
+    tmp_path[0] = 0;
     free(small.lo);
     free(gm.lo);
 }
