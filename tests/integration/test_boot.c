@@ -219,6 +219,23 @@ SBX_TEST(rootfs_not_ext4)
     sbx_destroy(sb);
 }
 
+SBX_TEST(guest_kernel_panic)
+{
+    /* No init at all: the kernel panics ("No working init found"), panic=-1 resets through
+       the keyboard controller, and the sandbox fails saying so. */
+    sbx_options o = itest_options("test");
+    o.cmdline_extra = "rdinit=/nonexistent init=/nonexistent";
+    sbx *sb = NULL;
+    double t0 = itest_ms();
+    int r = sbx_create(&sb, &o);
+    fprintf(stderr, "rc %d after %.0f ms: %s\n", r, itest_ms() - t0, sbx_errmsg(sb));
+    CHECK_RC(sb, r, SBX_EGUEST);
+    CHECK(strstr(sbx_errmsg(sb), "panicked") != NULL);
+    CHECK(strstr(sbx_errmsg(sb), "Kernel panic") != NULL); /* the console lines */
+    CHECK(sbx_state(sb) == SBX_STATE_FAILED);
+    sbx_destroy(sb);
+}
+
 SBX_TEST(agent_never_answers)
 {
     sbx_options o = itest_options("test");
@@ -296,4 +313,5 @@ ITEST_MAIN(ITEST(boot_test_rootfs), ITEST(boot_base_rootfs), ITEST(clean_shutdow
            ITEST(smp_and_memory), ITEST(two_sandboxes), ITEST(ten_sandboxes),
            ITEST(interrupt_during_boot), ITEST(missing_kernel), ITEST(corrupt_kernel),
            ITEST(rootfs_not_ext4), ITEST(agent_never_answers), ITEST(console_sink),
-           ITEST(boot_bzimage), ITEST(extra_disks), ITEST(parallel_threads))
+           ITEST(boot_bzimage), ITEST(extra_disks), ITEST(parallel_threads),
+           ITEST(guest_kernel_panic))
