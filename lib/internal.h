@@ -73,8 +73,8 @@ struct sbx {
     /* Lifecycle: intr_fd is written by sbx_interrupt(); dead_fd when the VM ends. */
     int intr_fd, dead_fd;
     atomic_bool stopping;
-    bool shutdown_requested;
-    pthread_mutex_t stop_lock; /* guards stop_msg */
+    atomic_bool shutdown_requested; /* set by the caller, read by vCPU threads */
+    pthread_mutex_t stop_lock;      /* guards stop_msg */
     char stop_msg[512];
 
     int ctl_fd; /* agent control connection (Hello done) */

@@ -30,6 +30,35 @@
 
 /* ---- stage: /dev/kvm ---------------------------------------------------------------- */
 
+static bool cpu_has_hw_virt(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    if (!f)
+        return true; /* cannot tell: let the boot itself decide */
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        if (strncmp(line, "flags", 5) == 0)
+            found = strstr(line, " vmx") || strstr(line, " svm");
+    fclose(f);
+    return found;
+}
+
+/* Returns 0 if the opened /dev/kvm can boot a standard guest, else SBX_ENOKVM saying why. */
+static int check_kvm(struct sbx *sb)
+{
+    /* PVM runs guests in hardware CPL3 and emulates guest kernel mode instruction by
+       instruction: a standard kernel crawls and then dies on an emulation failure. */
+    if (access("/sys/module/kvm_pvm", F_OK) == 0 && !cpu_has_hw_virt())
+        return sbx_seterr(sb, SBX_ENOKVM,
+                          "/dev/kvm is provided by PVM (kvm_pvm is loaded and the CPU has no "
+                          "vmx/svm): it cannot boot a standard Linux guest kernel. Run on a host "
+                          "with hardware virtualization (bare metal or a VM with nested "
+                          "virtualization), or inside the emulated KVM host: tests/vmhost/run -- "
+                          "<command>");
+    return 0;
+}
+
 static int open_kvm(struct sbx *sb)
 {
     sb->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -61,35 +90,7 @@ static int open_kvm(struct sbx *sb)
     sb->run_size = ioctl(sb->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (sb->run_size < (int)sizeof(struct kvm_run))
         return sbx_seterr(sb, SBX_EKVM, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
-    return vm_check_kvm(sb);
-}
-
-static bool cpu_has_hw_virt(void)
-{
-    FILE *f = fopen("/proc/cpuinfo", "re");
-    if (!f)
-        return true; /* cannot tell: let the boot itself decide */
-    char line[4096];
-    bool found = false;
-    while (!found && fgets(line, sizeof(line), f))
-        if (strncmp(line, "flags", 5) == 0)
-            found = strstr(line, " vmx") || strstr(line, " svm");
-    fclose(f);
-    return found;
-}
-
-int vm_check_kvm(struct sbx *sb)
-{
-    /* PVM runs guests in hardware CPL3 and emulates guest kernel mode instruction by
-       instruction: a standard kernel crawls and then dies on an emulation failure. */
-    if (access("/sys/module/kvm_pvm", F_OK) == 0 && !cpu_has_hw_virt())
-        return sbx_seterr(sb, SBX_ENOKVM,
-                          "/dev/kvm is provided by PVM (kvm_pvm is loaded and the CPU has no "
-                          "vmx/svm): it cannot boot a standard Linux guest kernel. Run on a host "
-                          "with hardware virtualization (bare metal or a VM with nested "
-                          "virtualization), or inside the emulated KVM host: tests/vmhost/run -- "
-                          "<command>");
-    return 0;
+    return check_kvm(sb);
 }
 
 static void close_kvm(struct sbx *sb)

@@ -15,8 +15,4 @@ void vm_teardown(struct sbx *sb);
 /* Host-side connection to the guest's vsock port (see virtio_vsock_connect). */
 int vm_vsock_connect(struct sbx *sb, unsigned port, int *fd);
 
-/* Returns 0 if /dev/kvm (already opened as kvm_fd) can boot a standard guest, otherwise
-   SBX_ENOKVM with the handle's message naming the cause. */
-int vm_check_kvm(struct sbx *sb);
-
 #endif
