@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "sandbox.h"
@@ -223,6 +225,57 @@ static void test_load_elf(void **state)
     free(gm.lo);
 }
 
+/* A page-aligned segment is mapped from the file (copy on write), its partial tail read. */
+static void test_load_elf_mapped(void **state)
+{
+    enum { OFF = 4096, FILESZ = 4096 + 100, MEMSZ = 3 * 4096 };
+    static uint8_t file[OFF + FILESZ + 64];
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)file;
+    Elf64_Phdr *ph = (Elf64_Phdr *)(file + sizeof(*eh));
+    memcpy(eh->e_ident, ELFMAG, SELFMAG);
+    eh->e_ident[EI_CLASS] = ELFCLASS64;
+    eh->e_ident[EI_DATA] = ELFDATA2LSB;
+    eh->e_type = ET_EXEC;
+    eh->e_machine = EM_X86_64;
+    eh->e_entry = 0x1000000;
+    eh->e_phoff = sizeof(*eh);
+    eh->e_phentsize = sizeof(*ph);
+    eh->e_phnum = 1;
+    ph->p_type = PT_LOAD;
+    ph->p_offset = OFF;
+    ph->p_paddr = 0x1000000;
+    ph->p_filesz = FILESZ;
+    ph->p_memsz = MEMSZ;
+    for (int i = 0; i < FILESZ + 64; i++)
+        file[OFF + i] = (uint8_t)(i * 13 + 1);
+
+    /* Page-aligned guest RAM, as the VMM's mmap gives it. */
+    struct guestmem gm = {0};
+    gm.lo_size = 32 << 20;
+    gm.lo = mmap(NULL, gm.lo_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(gm.lo != MAP_FAILED);
+    memset(gm.lo + 0x1000000, 0xaa, 4 * 4096);
+    const char *p = write_tmp(file, sizeof(file));
+    struct boot_kernel k;
+    char err[256];
+    assert_int_equal(boot_load_kernel(&gm, p, &k, err, sizeof(err)), 0);
+    uint8_t *seg = gm.lo + 0x1000000;
+    assert_memory_equal(seg, file + OFF, FILESZ);
+    for (int i = FILESZ; i < MEMSZ; i++)
+        assert_int_equal(seg[i], 0);    /* bss, although the file goes on */
+    assert_int_equal(seg[MEMSZ], 0xaa); /* RAM after the segment untouched */
+    /* Guest writes stay private: the file keeps its bytes. */
+    seg[0] ^= 0xff;
+    int fd = open(p, O_RDONLY);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, OFF), 1);
+    close(fd);
+    assert_int_equal(b, file[OFF]);
+    munmap(gm.lo, gm.lo_size);
+    unlink(tmp_path);
+    tmp_path[0] = 0;
+}
+
 static void test_boot_setup_limits(void **state)
 {
     struct guestmem gm = make_mem(32 << 20);
@@ -290,9 +343,13 @@ static void test_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cmdline),  cmocka_unit_test(test_bus),
-        cmocka_unit_test(test_serial),   cmocka_unit_test(test_mptable),
-        cmocka_unit_test(test_load_elf), cmocka_unit_test(test_boot_setup_limits),
+        cmocka_unit_test(test_cmdline),
+        cmocka_unit_test(test_bus),
+        cmocka_unit_test(test_serial),
+        cmocka_unit_test(test_mptable),
+        cmocka_unit_test(test_load_elf),
+        cmocka_unit_test(test_load_elf_mapped),
+        cmocka_unit_test(test_boot_setup_limits),
         cmocka_unit_test(test_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
