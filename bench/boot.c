@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "harness.h"
 #include "sandbox.h"
 #include "util/initramfs.h"
 #include "util/wait.h"
@@ -149,14 +150,11 @@ int main(int argc, char **argv)
     if (runs < 1 || runs > 1000)
         runs = 10;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *home = getenv("HOME");
-    const char *dir = getenv("SBX_IMAGE_DIR");
-    char imgdir[512], kernel[600], rootpath[600];
-    snprintf(imgdir, sizeof(imgdir), "%s", dir ? dir : "");
-    if (!dir)
-        snprintf(imgdir, sizeof(imgdir), "%s/.cache/libsandbox", home ? home : "/root");
-    snprintf(kernel, sizeof(kernel), "%s/vmlinux", imgdir);
-    snprintf(rootpath, sizeof(rootpath), "%s/%s.ext4", imgdir, rootfs);
+    /* The image directory, resolved the way the library does it. */
+    char kernel[1024], rootpath[1024], name[256];
+    snprintf(kernel, sizeof(kernel), "%s", itest_image("vmlinux"));
+    snprintf(name, sizeof(name), "%s.ext4", rootfs);
+    snprintf(rootpath, sizeof(rootpath), "%s", itest_image(name));
 
     printf("boot benchmark: %d runs, %u MiB, 1 vCPU, kernel %s, rootfs %s\n", runs, mem, kernel,
            rootpath);

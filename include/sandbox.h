@@ -89,7 +89,7 @@ typedef struct sbx_options {
     const char *cmdline_extra; /* appended to the guest kernel command line, or NULL */
     const sbx_disk *disks;     /* extra disks, or NULL */
     unsigned ndisks;           /* number of entries in disks (at most 16) */
-    /* Image directory for names above. NULL: $SBX_IMAGE_DIR, else $XDG_CACHE_HOME/libsandbox,
+    /* Image directory for names above. NULL: $SBX_CACHE_DIR, else $XDG_CACHE_HOME/libsandbox,
        else $HOME/.cache/libsandbox (where `make images` puts kernel and root filesystems). */
     const char *image_dir;
 } sbx_options;

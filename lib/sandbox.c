@@ -144,7 +144,7 @@ static char *image_dir(const char *opt)
     const char *e;
     if (opt)
         d = strdup(opt);
-    else if ((e = getenv("SBX_IMAGE_DIR")) && *e)
+    else if ((e = getenv("SBX_CACHE_DIR")) && *e)
         d = strdup(e);
     else if ((e = getenv("XDG_CACHE_HOME")) && *e)
         d = asprintf(&d, "%s/libsandbox", e) < 0 ? NULL : d;
@@ -194,7 +194,7 @@ static int resolve_images(struct sbx *sb, const sbx_options *o)
     if (!sb->kernel_path || !sb->rootfs_path)
         return sbx_seterr(sb, SBX_EIMAGE,
                           "no image directory: set options.image_dir, "
-                          "$SBX_IMAGE_DIR or $HOME");
+                          "$SBX_CACHE_DIR or $HOME");
     if (access(sb->kernel_path, R_OK) < 0)
         return sbx_seterr(sb, SBX_EIMAGE,
                           "guest kernel %s: %s (build it with `make images`, or set "

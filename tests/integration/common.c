@@ -39,7 +39,7 @@ sbx_options itest_options(const char *rootfs)
 const char *itest_image(const char *file)
 {
     static char path[1024];
-    const char *d = getenv("SBX_IMAGE_DIR"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    const char *d = getenv("SBX_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
     if (d && *d)
         snprintf(path, sizeof(path), "%s/%s", d, file);
     else if (x && *x)
