@@ -32,21 +32,37 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void report(const char *what, double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    double median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    printf("%-28s median %8.1f ms   min %8.1f   max %8.1f   (n=%d)\n", what, median, v[0], v[n - 1],
-           n);
-}
-
+/* Sorts v and returns its median. */
 static double median_of(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof(double), cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static int bench_sbx(const char *kernel, const char *rootfs, unsigned mem, double *out)
+static void report(const char *what, double *v, int n, const char *unit)
+{
+    double median = median_of(v, n);
+    printf("%-28s median %8.1f %s   min %8.1f   max %8.1f   (n=%d)\n", what, median, unit, v[0],
+           v[n - 1], n);
+}
+
+/* RssAnon of a process in KiB (private memory: guest RAM it touched plus the VMM's own). */
+static double rss_anon_kib(const char *pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%s/status", pid);
+    FILE *f = fopen(path, "re");
+    double v = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "RssAnon: %lf", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static int bench_sbx(const char *kernel, const char *rootfs, unsigned mem, double *out,
+                     double *anon_mib)
 {
     sbx_options o = SBX_OPTIONS_INIT;
     o.kernel = kernel;
@@ -54,9 +70,11 @@ static int bench_sbx(const char *kernel, const char *rootfs, unsigned mem, doubl
     o.memory_mib = mem;
     o.boot_timeout_ms = 120000;
     sbx *sb = NULL;
+    double before = rss_anon_kib("self");
     uint64_t t0 = now_ns();
     int r = sbx_create(&sb, &o);
     *out = ms_since(t0);
+    *anon_mib = (rss_anon_kib("self") - before) / 1024;
     if (r != 0)
         fprintf(stderr, "sbx_create: %s\n", sbx_errmsg(sb));
     sbx_destroy(sb);
@@ -68,7 +86,7 @@ static int bench_sbx(const char *kernel, const char *rootfs, unsigned mem, doubl
 static int verbose;
 
 static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs, const char *initrd,
-                      unsigned mem, unsigned cid_n, double *out)
+                      unsigned mem, unsigned cid_n, double *out, double *anon_mib)
 {
     char memarg[32], drive[1024];
     snprintf(memarg, sizeof(memarg), "%u", mem);
@@ -107,6 +125,9 @@ static int bench_qemu(const char *qemu, const char *kernel, const char *rootfs, 
             struct agent_hello h;
             if (agent_hello(fd, &w, &h, err, sizeof(err)) == 0) {
                 *out = ms_since(t0);
+                char p[32];
+                snprintf(p, sizeof(p), "%d", (int)pid);
+                *anon_mib = rss_anon_kib(p) / 1024;
                 r = 0;
             }
         }
@@ -160,15 +181,17 @@ int main(int argc, char **argv)
            rootpath);
     double *a = calloc((size_t)runs, sizeof(double));
     double *b = calloc((size_t)runs, sizeof(double));
-    double warm;
-    if (bench_sbx(kernel, rootpath, mem, &warm) != 0) /* warm the page cache */
+    double *am = calloc((size_t)runs, sizeof(double)), *bm = calloc((size_t)runs, sizeof(double));
+    double warm, warm_mib;
+    if (bench_sbx(kernel, rootpath, mem, &warm, &warm_mib) != 0) /* warm the page cache */
         return 1;
     for (int i = 0; i < runs; i++) {
-        if (bench_sbx(kernel, rootpath, mem, &a[i]) != 0)
+        if (bench_sbx(kernel, rootpath, mem, &a[i], &am[i]) != 0)
             return 1;
-        fprintf(stderr, "libsandbox run %d: %.1f ms\n", i + 1, a[i]);
+        fprintf(stderr, "libsandbox run %d: %.1f ms, %.1f MiB private\n", i + 1, a[i], am[i]);
     }
-    report("libsandbox create->Hello", a, runs);
+    report("libsandbox create->Hello", a, runs, "ms");
+    report("libsandbox private memory", am, runs, "MiB");
     if (!qemu)
         return 0;
 
@@ -182,20 +205,25 @@ int main(int argc, char **argv)
         return 1;
     close(fd);
     free(initrd);
-    int ok = bench_qemu(qemu, kernel, rootpath, ipath, mem, 0, &warm) == 0;
+    int ok = bench_qemu(qemu, kernel, rootpath, ipath, mem, 0, &warm, &warm_mib) == 0;
     for (int i = 0; ok && i < runs; i++) {
-        ok = bench_qemu(qemu, kernel, rootpath, ipath, mem, (unsigned)i + 1, &b[i]) == 0;
-        fprintf(stderr, "qemu run %d: %.1f ms\n", i + 1, b[i]);
+        ok = bench_qemu(qemu, kernel, rootpath, ipath, mem, (unsigned)i + 1, &b[i], &bm[i]) == 0;
+        fprintf(stderr, "qemu run %d: %.1f ms, %.1f MiB private\n", i + 1, b[i], bm[i]);
     }
     unlink(ipath);
     if (!ok) {
         fprintf(stderr, "qemu microvm run failed (needs /dev/vhost-vsock)\n");
         return 1;
     }
-    report("qemu -M microvm ->Hello", b, runs);
+    report("qemu -M microvm ->Hello", b, runs, "ms");
+    report("qemu private memory", bm, runs, "MiB");
     double ma = median_of(a, runs), mb = median_of(b, runs);
     printf("ratio libsandbox/qemu: %.2f (goal <= 0.50)\n", ma / mb);
+    printf("private memory ratio libsandbox/qemu: %.2f\n",
+           median_of(am, runs) / median_of(bm, runs));
     free(a);
+    free(am);
+    free(bm);
     free(b);
     return 0;
 }
