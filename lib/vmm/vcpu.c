@@ -198,12 +198,17 @@ void vcpu_kick(struct vcpu *v)
         pthread_kill(v->thread, vcpu_kick_signal());
 }
 
-void vcpu_destroy(struct vcpu *v)
+void vcpu_join(struct vcpu *v)
 {
     if (v->started) {
         pthread_join(v->thread, NULL);
         v->started = false;
     }
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+    vcpu_join(v);
     if (v->run)
         munmap(v->run, (size_t)v->sb->run_size);
     if (v->fd >= 0)

@@ -37,6 +37,9 @@ int vcpu_start(struct vcpu *v);
 /* Makes the vCPU leave KVM_RUN soon (any thread). */
 void vcpu_kick(struct vcpu *v);
 
+/* Waits for the vCPU thread to end (after sbx_stop). Idempotent. */
+void vcpu_join(struct vcpu *v);
+
 /* Joins the thread (after sbx_stop) and releases fd and kvm_run. */
 void vcpu_destroy(struct vcpu *v);
 

@@ -245,6 +245,17 @@ static void dev_fail(void *ctx, const char *msg)
     sbx_stop(ctx, SBX_STATE_FAILED, "%s", msg);
 }
 
+/* Device n's MMIO window and interrupt line: the command line announces the same ones. */
+static uint64_t virtio_base(unsigned n)
+{
+    return LAYOUT_VIRTIO_BASE + (uint64_t)n * VIRTIO_MMIO_WINDOW;
+}
+
+static uint32_t virtio_irq(unsigned n)
+{
+    return LAYOUT_IRQ_VIRTIO + n;
+}
+
 static int add_virtio(struct sbx *sb, struct virtio_dev *d, uint64_t base)
 {
     sb->vdev[sb->nvdev++] = d;
@@ -278,9 +289,9 @@ static int create_devices(struct sbx *sb)
                                                                            : BLK_RW,
                                       .serial = sb->disks[i - 1].serial};
         }
-        uint64_t base = LAYOUT_VIRTIO_BASE + (uint64_t)sb->nvdev * VIRTIO_MMIO_WINDOW;
+        uint64_t base = virtio_base(sb->nvdev);
         struct virtio_dev *d = NULL;
-        int r = virtio_blk_create(&d, &sb->devhost, &cfg, base, LAYOUT_IRQ_VIRTIO + sb->nvdev, err,
+        int r = virtio_blk_create(&d, &sb->devhost, &cfg, base, virtio_irq(sb->nvdev), err,
                                   sizeof(err));
         if (r < 0)
             return sbx_seterr(sb, r == SBX_EINVAL ? SBX_EIMAGE : r, "%s disk %s: %s",
@@ -288,9 +299,9 @@ static int create_devices(struct sbx *sb)
         if ((r = add_virtio(sb, d, base)) < 0)
             return r;
     }
-    uint64_t base = LAYOUT_VIRTIO_BASE + (uint64_t)sb->nvdev * VIRTIO_MMIO_WINDOW;
+    uint64_t base = virtio_base(sb->nvdev);
     int r = virtio_vsock_create(&sb->vsock, &sb->devhost, SBX_GUEST_CID, base,
-                                LAYOUT_IRQ_VIRTIO + sb->nvdev, err, sizeof(err));
+                                virtio_irq(sb->nvdev), err, sizeof(err));
     if (r < 0)
         return sbx_seterr(sb, r, "vsock device: %s", err);
     return add_virtio(sb, sb->vsock, base);
@@ -317,8 +328,7 @@ static int build_cmdline(struct sbx *sb, struct cmdline *c)
     cmdline_add(c, "i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable no_timer_check");
     cmdline_add(c, "random.trust_cpu=on printk.devkmsg=on");
     for (unsigned i = 0; i < sb->nvdev; i++)
-        cmdline_add_virtio(c, LAYOUT_VIRTIO_BASE + (uint64_t)i * VIRTIO_MMIO_WINDOW,
-                           VIRTIO_MMIO_WINDOW, LAYOUT_IRQ_VIRTIO + i);
+        cmdline_add_virtio(c, virtio_base(i), VIRTIO_MMIO_WINDOW, virtio_irq(i));
     cmdline_add(c, "sbx.root=/dev/vda sbx.rootfstype=ext4 sbx.port=%u", SBX_ENVD_PORT);
     if (sb->cmdline_extra && !cmdline_append_raw(c, sb->cmdline_extra))
         return sbx_seterr(sb, SBX_EINVAL, "cmdline_extra contains control characters");
@@ -427,7 +437,7 @@ static void stop_vcpus(struct sbx *sb)
 {
     sbx_stop(sb, SBX_STATE_STOPPED, "the sandbox was destroyed");
     for (unsigned i = 0; i < sb->nvcpu_created; i++)
-        vcpu_destroy(&sb->vcpu[i]); /* joins; the fd is released by destroy_vcpus */
+        vcpu_join(&sb->vcpu[i]); /* fds and kvm_run go with the vCPU stage */
 }
 
 /* ---- the table ---------------------------------------------------------------------- */
