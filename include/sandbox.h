@@ -23,9 +23,15 @@ extern "C" {
  *   context (which ioctl, which path, the last console lines when a guest died): sbx_errmsg().
  * - Options structs start with a `version` field and only grow at the end. Initialise them
  *   with their *_INIT macro; a NULL options pointer means "all defaults".
- * - Threading: separate handles are fully independent and may be used from different threads
- *   at once. One handle is used by one thread at a time, except sbx_interrupt(), which any
- *   thread may call at any time. Blocking calls take a timeout and never block longer.
+ * - Threading: separate sandboxes are fully independent. On one sandbox, every call except
+ *   sbx_create() and sbx_destroy() may be made from several threads at once: each operation
+ *   uses its own connection to the guest agent. A sub-handle (sbx_proc, sbx_file, sbx_watch)
+ *   is used by one thread at a time. sbx_interrupt() may be called from any thread at any
+ *   time. Blocking calls take a timeout and never block longer.
+ * - Errors of calls on a sandbox or its sub-handles are reported per thread: sbx_errmsg(sb)
+ *   returns the message of the calling thread's last failed call on that sandbox.
+ * - Strings lists ("KEY=VALUE" environments, argv) are NULL-terminated arrays of pointers,
+ *   like environ.
  * - The library never calls exit(), never writes to stdout/stderr (only to sinks you give it)
  *   and keeps no process-global mutable state. It installs exactly one signal handler, a
  *   no-op for SBX_KICK_SIGNAL (SIGRTMIN + 6), used to kick vCPU threads out of KVM_RUN; it is
@@ -48,6 +54,18 @@ enum sbx_error {
     SBX_ESTATE = -10,   /* the sandbox is not running */
     SBX_EIO = -11,      /* host I/O error */
     SBX_ENOTSUP = -12,  /* not supported by this host or guest */
+    /* The guest's answers to operations (files, processes): */
+    SBX_ENOENT = -13,    /* no such file, directory, user or process */
+    SBX_EACCES = -14,    /* permission denied in the guest */
+    SBX_ENOTDIR = -15,   /* a path component is not a directory */
+    SBX_EISDIR = -16,    /* is a directory */
+    SBX_ENOSPC = -17,    /* no space left on the guest's disk (or out of guest memory) */
+    SBX_EEXIST = -18,    /* already exists */
+    SBX_ENOTEMPTY = -19, /* directory not empty */
+    SBX_EBUSY = -20,     /* a limit was reached (processes, connections, watches) */
+    SBX_EDEAD = -21,     /* the guest died (kernel panic, envd killed, out of memory) or the
+                            sandbox's lifetime ran out: nothing more can be done with it */
+    SBX_EAGAIN = -22,    /* nothing available yet (non-blocking calls with timeout 0) */
 };
 
 /* Returns a static, human-readable name for an SBX_E* code (never NULL). */
@@ -92,11 +110,24 @@ typedef struct sbx_options {
     /* Image directory for names above. NULL: $SBX_CACHE_DIR, else $XDG_CACHE_HOME/libsandbox,
        else $HOME/.cache/libsandbox (where `make images` puts kernel and root filesystems). */
     const char *image_dir;
+    /* Environment of every process in the sandbox ("KEY=VALUE", NULL-terminated), under the
+       per-call environments. NULL: none beyond the guest's defaults (PATH, HOME, ...). */
+    const char *const *envs;
+    /* Who runs commands and owns new files when a call names no user: a user name or a
+       decimal uid, resolved in the guest. NULL: "user" if the guest has one, else "root". */
+    const char *default_user;
+    /* Free-form labels ("key=value", NULL-terminated; keys unique, at most 64 entries of at
+       most 1 KiB each). Readable with sbx_metadata(); listed by `sbx ls`. */
+    const char *const *metadata;
+    /* Lifetime in milliseconds: the sandbox stops on its own this long after sbx_create()
+       returns (later calls fail with SBX_EDEAD "lifetime expired"); see sbx_set_timeout().
+       0 means no limit. */
+    uint64_t lifetime_ms;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
-        SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL                           \
+        SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0      \
     }
 
 /*
@@ -149,6 +180,10 @@ typedef struct sbx_info {
     unsigned guest_cpus;    /* online CPUs */
     uint64_t guest_mem_kib; /* MemTotal (RAM minus what the kernel reserved) */
     char os_name[128];      /* PRETTY_NAME of the root filesystem's os-release, or "" */
+    int state;              /* enum sbx_state */
+    uint64_t created_ns;    /* CLOCK_REALTIME when sbx_create() was called, ns since epoch */
+    uint64_t ends_ns;       /* CLOCK_REALTIME when the lifetime runs out; 0 = no limit */
+    uint64_t uptime_ns;     /* since sbx_create() returned (0 while booting) */
 } sbx_info;
 
 /* Fills *info. Returns 0, or SBX_EINVAL. Never blocks. */
@@ -177,12 +212,340 @@ SBX_API int sbx_shutdown(sbx *sb, unsigned timeout_ms);
 SBX_API size_t sbx_console(const sbx *sb, char *buf, size_t cap);
 
 /*
- * Makes the blocking call currently running on this handle (sbx_create, sbx_ping,
- * sbx_shutdown, ...) return SBX_EINTR as soon as possible. Callable from any thread and from
- * a signal handler (async-signal-safe: it writes to an eventfd). Has no effect on calls that
- * start after it returns.
+ * Makes every blocking call currently running on this sandbox or its sub-handles (in any
+ * thread) return SBX_EINTR as soon as possible. Callable from any thread and from a signal
+ * handler (async-signal-safe). Has no effect on calls that start after it returns.
  */
 SBX_API void sbx_interrupt(sbx *sb);
+
+/* ======================================================================================= */
+/* Lifecycle                                                                                */
+/* ======================================================================================= */
+
+/* The value of metadata `key` given at creation, or NULL. Valid while the sandbox lives. */
+SBX_API const char *sbx_metadata(const sbx *sb, const char *key);
+
+/* The i-th metadata entry (in creation order): 0 with *key and *value set, or SBX_ENOENT past
+   the end. */
+SBX_API int sbx_metadata_at(const sbx *sb, size_t i, const char **key, const char **value);
+
+/* Sets the lifetime to end `ms` milliseconds from now (extends or shortens it); 0 removes the
+   limit. Returns 0, SBX_EINVAL, or SBX_EDEAD / SBX_ESTATE when the sandbox no longer runs. */
+SBX_API int sbx_set_timeout(sbx *sb, uint64_t ms);
+
+/* Guest resource use. CPU usage between two samples: (busy2-busy1)/(total2-total1). */
+typedef struct sbx_metrics {
+    uint64_t uptime_ms;    /* guest kernel uptime */
+    unsigned cpus;         /* online CPUs */
+    uint64_t cpu_busy_ms;  /* cumulative over all CPUs */
+    uint64_t cpu_total_ms; /* cumulative over all CPUs, busy + idle */
+    uint64_t mem_total_kib, mem_available_kib;
+    uint64_t disk_total_bytes, disk_used_bytes; /* root filesystem */
+    unsigned processes;                         /* processes in the guest */
+} sbx_metrics;
+
+/* Asks the guest for its resource use. timeout_ms 0 means 10000. */
+SBX_API int sbx_get_metrics(sbx *sb, sbx_metrics *m, unsigned timeout_ms);
+
+/* ======================================================================================= */
+/* Commands and processes                                                                  */
+/* ======================================================================================= */
+
+/* A timeout value meaning "no limit" where a call says so. */
+#define SBX_NO_TIMEOUT 0xffffffffu
+
+enum sbx_stream {
+    SBX_STDOUT = 1, /* also a PTY's output */
+    SBX_STDERR = 2,
+};
+
+/* Output callback: `len` bytes of `stream` (in the order the process wrote them per stream).
+   Called on the thread that made the call. Return 0 to go on, non-zero to stop the call
+   (it then kills the process and returns SBX_EINTR). */
+typedef int (*sbx_output_fn)(void *ctx, int stream, const void *data, size_t len);
+
+#define SBX_EXEC_OPTIONS_VERSION 1
+
+typedef struct sbx_exec_options {
+    unsigned version; /* SBX_EXEC_OPTIONS_VERSION */
+    /* What to run: argv (argv[0] searched in the guest's PATH), or cmd, a shell command line
+       run with `/bin/bash -l -c` when the guest has bash, else `/bin/sh -c`. Exactly one. A
+       program that cannot be found exits with 127, one that cannot be executed with 126. */
+    const char *const *argv;
+    const char *cmd;
+    const char *const *envs; /* "KEY=VALUE" on top of the sandbox's envs; last one wins */
+    const char *cwd;         /* NULL: the user's home directory */
+    const char *user;        /* user name or decimal uid; NULL: the sandbox's default user */
+    const void *stdin_data;  /* written to the process's stdin first (may be NULL) */
+    size_t stdin_len;
+    /* sbx_exec: closes stdin after stdin_data (EOF). sbx_proc_start: keep_stdin non-zero
+       leaves it open for sbx_proc_write(); zero closes it after stdin_data. */
+    int keep_stdin;
+    /* The process and everything in its process group is killed (SIGKILL) this long after
+       it started. 0 means 60000; SBX_NO_TIMEOUT means none. Enforced by the guest agent, so
+       it also applies to background processes. */
+    unsigned timeout_ms;
+    /* sbx_exec: streams output to this callback instead of capturing it. */
+    sbx_output_fn on_output;
+    void *ctx;
+    /* sbx_exec and sbx_proc_wait: bytes captured per stream; beyond it output is read and
+       dropped and the result says `truncated`. 0 means 16 MiB. */
+    size_t output_cap;
+    const char *tag; /* free text shown by sbx_proc_list(), or NULL */
+    /* sbx_proc_start: run on a pseudo-terminal of this size (both non-zero; see
+       sbx_pty_open()). stdout then carries the terminal's output; there is no stderr. */
+    unsigned pty_rows, pty_cols;
+} sbx_exec_options;
+
+#define SBX_EXEC_OPTIONS_INIT                                                                      \
+    {                                                                                              \
+        SBX_EXEC_OPTIONS_VERSION                                                                   \
+    }
+
+typedef struct sbx_exec_result {
+    int exit_code; /* the exit status, or -1 when a signal killed the process */
+    int signal;    /* that signal, or 0 */
+    int timed_out; /* non-zero: killed because timeout_ms ran out */
+    int truncated; /* non-zero: output beyond output_cap was dropped */
+    uint32_t pid;  /* in the guest */
+    uint64_t duration_ms;
+    /* Captured output (NUL-terminated for convenience; may contain NULs: use the lengths).
+       NULL when nothing was captured. Release with sbx_exec_result_free(). */
+    char *out, *err;
+    size_t out_len, err_len;
+} sbx_exec_result;
+
+/* Releases the buffers of a result (not the struct). NULL is fine. */
+SBX_API void sbx_exec_result_free(sbx_exec_result *res);
+
+/*
+ * Runs a command to completion. Output goes to o->on_output as it arrives, or is captured
+ * into res. Returns 0 when the command ran (whatever its exit status: see res), or
+ * SBX_EINVAL, SBX_ENOENT (no such user or cwd), SBX_EACCES, SBX_EDEAD, SBX_EINTR, SBX_EPROTO.
+ * A timeout is not an error: res->timed_out is set and res->signal is SIGKILL. Fills res in
+ * every case (zeroed on error); release it with sbx_exec_result_free().
+ */
+SBX_API int sbx_exec(sbx *sb, const sbx_exec_options *o, sbx_exec_result *res);
+
+/* A process running in the sandbox, with a connection attached to it. Opaque. */
+typedef struct sbx_proc sbx_proc;
+
+/*
+ * Starts a process and returns without waiting for it. o->stdin_data is written first; with
+ * o->keep_stdin stdin stays open. o->on_output is not used: read output with sbx_proc_read()
+ * or collect it with sbx_proc_wait(). Returns 0, or an error like sbx_exec(). Release the
+ * handle with sbx_proc_close() (the process goes on running) or after sbx_proc_wait().
+ */
+SBX_API int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out);
+
+/*
+ * Attaches a new handle to a process started earlier (by sbx_proc_start or sbx_pty_open,
+ * from any handle). Output the process wrote while no handle was attached is delivered first
+ * (up to 1 MiB is kept; *dropped, if not NULL, receives the bytes lost beyond that). Also
+ * works for a process that finished recently (the last 64 are remembered): reads then give
+ * its remaining output and the wait its status. Attaching takes the process away from a
+ * handle still attached elsewhere (that one's reads then fail with SBX_EBUSY).
+ * Returns 0, SBX_ENOENT, SBX_EDEAD, ...
+ */
+SBX_API int sbx_proc_attach(sbx *sb, uint32_t pid, sbx_proc **out, uint64_t *dropped);
+
+/* The process's pid in the guest. */
+SBX_API uint32_t sbx_proc_pid(const sbx_proc *p);
+
+/* A file descriptor that polls readable when sbx_proc_read() may have something (output or
+   the exit). For event loops; do not read it or close it. */
+SBX_API int sbx_proc_fd(const sbx_proc *p);
+
+/*
+ * Reads output: up to cap bytes of one stream (*stream receives SBX_STDOUT/SBX_STDERR).
+ * Returns the number of bytes (> 0); 0 when the process has exited and all output has been
+ * read (then sbx_proc_wait() returns at once); SBX_ETIMEDOUT when nothing came within
+ * timeout_ms (0 = do not wait: returns SBX_EAGAIN instead); or an error.
+ */
+SBX_API int sbx_proc_read(sbx_proc *p, void *buf, size_t cap, int *stream, unsigned timeout_ms);
+
+/* Writes to the process's stdin (or its terminal). Returns 0 or an error (SBX_EINVAL when
+   stdin was not kept open or has been closed). */
+SBX_API int sbx_proc_write(sbx_proc *p, const void *data, size_t len);
+
+/* Closes the process's stdin (EOF). */
+SBX_API int sbx_proc_close_stdin(sbx_proc *p);
+
+/* Sends a signal (SIGTERM, SIGKILL, SIGINT, ... Linux numbers) to the process, or with group
+   to its whole process group. */
+SBX_API int sbx_proc_signal(sbx_proc *p, int signal, int group);
+
+/* Resizes a PTY process's terminal (the process gets SIGWINCH). SBX_EINVAL if it has none. */
+SBX_API int sbx_proc_resize(sbx_proc *p, unsigned rows, unsigned cols);
+
+/*
+ * Waits for the process to exit, collecting output not yet read into res (up to the
+ * output_cap given at start; 16 MiB when attached). Returns 0 with res filled, SBX_ETIMEDOUT
+ * (the process goes on; call again), SBX_EINTR, SBX_EDEAD, ... timeout_ms: SBX_NO_TIMEOUT
+ * waits as long as it takes; 0 polls once.
+ */
+SBX_API int sbx_proc_wait(sbx_proc *p, unsigned timeout_ms, sbx_exec_result *res);
+
+/* Releases the handle. A process still running goes on (detached; sbx_proc_attach() finds it
+   again) unless it was started by sbx_exec. NULL is fine. */
+SBX_API void sbx_proc_close(sbx_proc *p);
+
+/* Sends a signal to any process in the sandbox by pid (group: its process group). */
+SBX_API int sbx_kill(sbx *sb, uint32_t pid, int signal, int group);
+
+typedef struct sbx_proc_info {
+    uint32_t pid;
+    char **argv; /* NULL-terminated */
+    char *cwd;
+    char *tag;   /* "" when none */
+    int running; /* 0: finished (exit_code / signal valid) */
+    int exit_code, signal;
+    int pty;      /* non-zero: runs on a PTY */
+    int attached; /* non-zero: a handle is attached */
+} sbx_proc_info;
+
+/* Lists the processes started through the library (running ones and the last 64 finished).
+   Release with sbx_proc_list_free(). */
+SBX_API int sbx_proc_list(sbx *sb, sbx_proc_info **list, size_t *n);
+SBX_API void sbx_proc_list_free(sbx_proc_info *list, size_t n);
+
+/*
+ * Opens an interactive terminal: a process on a new pseudo-terminal of rows x cols with
+ * TERM=xterm-256color. o may be NULL (or have neither argv nor cmd): then the user's login
+ * shell runs (`bash -l`, else `sh -l`). Use the sbx_proc_* calls on the handle: read output
+ * (SBX_STDOUT), write keys, resize, signal, wait. o->timeout_ms 0 here means none.
+ */
+SBX_API int sbx_pty_open(sbx *sb, unsigned rows, unsigned cols, const sbx_exec_options *o,
+                         sbx_proc **out);
+
+/* ======================================================================================= */
+/* Files                                                                                   */
+/* ======================================================================================= */
+/* Guest paths are absolute, or relative to the default user's home directory. Guest errors
+   map to SBX_ENOENT, SBX_EACCES, SBX_ENOTDIR, SBX_EISDIR, SBX_ENOSPC, SBX_EEXIST,
+   SBX_ENOTEMPTY. File calls wait at most 60 s for each answer of the guest. */
+
+/* Writes a whole file (mode 0 means 0644), creating missing parent directories, replacing an
+   existing file atomically (temporary file + rename). Owned by the default user. */
+SBX_API int sbx_write_file(sbx *sb, const char *path, const void *data, size_t len, unsigned mode);
+
+/* Reads a whole file into a malloc'd buffer (*data, NUL-terminated for convenience, release
+   with free()); *len receives its size. Fails with SBX_ENOMEM "too large" beyond max bytes
+   (0 means 1 GiB). */
+SBX_API int sbx_read_file(sbx *sb, const char *path, void **data, size_t *len, size_t max);
+
+/* A file being streamed to or from the guest, in bounded memory. Opaque. */
+typedef struct sbx_file sbx_file;
+
+#define SBX_FILE_OPTIONS_VERSION 1
+typedef struct sbx_file_options {
+    unsigned version; /* SBX_FILE_OPTIONS_VERSION */
+    unsigned mode;    /* permission bits of a new file; 0 means 0644 */
+    const char *user; /* owner; NULL: the default user */
+    int append;       /* non-zero: append to the file instead of replacing it */
+} sbx_file_options;
+#define SBX_FILE_OPTIONS_INIT                                                                      \
+    {                                                                                              \
+        SBX_FILE_OPTIONS_VERSION                                                                   \
+    }
+
+/* Opens a guest file for writing; data goes in with sbx_file_write() and becomes visible at
+   sbx_file_commit() (atomically unless append). */
+SBX_API int sbx_file_create(sbx *sb, const char *path, const sbx_file_options *o, sbx_file **out);
+SBX_API int sbx_file_write(sbx_file *f, const void *data, size_t len);
+/* Finishes a write and releases the handle (also on error). The target is untouched when
+   any step failed. */
+SBX_API int sbx_file_commit(sbx_file *f);
+
+/* Opens a guest file for reading from `offset`, at most `length` bytes (0: to the end);
+ *size (if not NULL) receives the file's size. */
+SBX_API int sbx_file_open(sbx *sb, const char *path, uint64_t offset, uint64_t length,
+                          sbx_file **out, uint64_t *size);
+/* Reads up to cap bytes; returns the count, 0 at the end, or an error. */
+SBX_API int sbx_file_read(sbx_file *f, void *buf, size_t cap);
+
+/* Releases a handle without finishing it (an unfinished write is abandoned and the target
+   left untouched). NULL is fine. */
+SBX_API void sbx_file_close(sbx_file *f);
+
+enum sbx_entry_type {
+    SBX_TYPE_FILE = 1,
+    SBX_TYPE_DIR = 2,
+    SBX_TYPE_SYMLINK = 3,
+    SBX_TYPE_OTHER = 4
+};
+
+typedef struct sbx_entry {
+    char *name; /* last path component */
+    char *path; /* absolute path */
+    int type;   /* enum sbx_entry_type, of the entry itself (not following symlinks) */
+    uint64_t size;
+    unsigned mode; /* permission bits (07777) */
+    uint32_t uid, gid;
+    char *owner, *group;  /* names, or the ids in decimal */
+    int64_t mtime_ns;     /* since the epoch */
+    char *symlink_target; /* for symlinks, else NULL */
+} sbx_entry;
+
+/* Describes one path (without following a final symlink). Release with sbx_entry_clear(). */
+SBX_API int sbx_stat(sbx *sb, const char *path, sbx_entry *e);
+SBX_API void sbx_entry_clear(sbx_entry *e);
+
+/* 1 if the path exists, 0 if not, or a negative error. */
+SBX_API int sbx_exists(sbx *sb, const char *path);
+
+/* Lists a directory `depth` levels deep (0 or 1: its entries only), parents before their
+   children. Release with sbx_entries_free(). */
+SBX_API int sbx_list(sbx *sb, const char *path, unsigned depth, sbx_entry **entries, size_t *n);
+SBX_API void sbx_entries_free(sbx_entry *entries, size_t n);
+
+/* mkdir -p (mode 0 means 0755, owned by the default user). Returns 0 when created, 1 when
+   the directory already existed, or an error (SBX_EEXIST: exists but is not a directory). */
+SBX_API int sbx_mkdir(sbx *sb, const char *path, unsigned mode);
+
+/* Removes a file, symlink or empty directory; with recursive, a whole tree. */
+SBX_API int sbx_remove(sbx *sb, const char *path, int recursive);
+
+/* Renames (moves) within the guest, replacing an existing target file. */
+SBX_API int sbx_rename(sbx *sb, const char *from, const char *to);
+
+/* Progress of a copy: bytes and files done so far. Return non-zero to cancel (SBX_EINTR). */
+typedef int (*sbx_progress_fn)(void *ctx, uint64_t bytes, uint64_t files);
+
+/* Copies a host file or directory tree into the guest (dst is the new path), or a guest file
+   or tree out to the host. Regular files, directories and symlinks; modes are kept. */
+SBX_API int sbx_copy_in(sbx *sb, const char *host_src, const char *guest_dst,
+                        sbx_progress_fn progress, void *ctx);
+SBX_API int sbx_copy_out(sbx *sb, const char *guest_src, const char *host_dst,
+                         sbx_progress_fn progress, void *ctx);
+
+/* ======================================================================================= */
+/* Watching directories                                                                    */
+/* ======================================================================================= */
+
+enum sbx_watch_op {
+    SBX_WATCH_CREATE = 1,
+    SBX_WATCH_WRITE = 2,
+    SBX_WATCH_REMOVE = 3,
+    SBX_WATCH_RENAME = 4, /* renamed away; a CREATE follows for the new name */
+    SBX_WATCH_CHMOD = 5,
+    SBX_WATCH_OVERFLOW = 6, /* the guest dropped events */
+};
+
+typedef struct sbx_watch_event {
+    int op;          /* enum sbx_watch_op */
+    char name[4096]; /* relative to the watched directory */
+} sbx_watch_event;
+
+typedef struct sbx_watch sbx_watch;
+
+/* Starts watching a guest directory (recursive: and every directory below it). */
+SBX_API int sbx_watch_open(sbx *sb, const char *path, int recursive, sbx_watch **out);
+/* Readable when sbx_watch_next() may have an event. */
+SBX_API int sbx_watch_fd(const sbx_watch *w);
+/* Next event: 0 with *ev, SBX_ETIMEDOUT (timeout_ms 0: SBX_EAGAIN), or an error. */
+SBX_API int sbx_watch_next(sbx_watch *w, sbx_watch_event *ev, unsigned timeout_ms);
+SBX_API void sbx_watch_close(sbx_watch *w);
 
 #ifdef __cplusplus
 }

@@ -27,10 +27,33 @@ struct event;
 #define SBX_GUEST_CID  3
 
 /* The sandbox handle. Everything a sandbox owns hangs off it: no process-wide state. */
+/* Error messages are per calling thread (several threads may use one sandbox); the least
+   recently used slot is recycled when more threads than slots have failed calls. */
+#define SBX_ERR_SLOTS 16
+struct errslot {
+    pthread_t tid;
+    bool used;
+    uint64_t stamp;
+    char msg[SBX_ERRMSG_MAX];
+};
+
+/* Interrupt slots: each blocking call claims one (lib/agent/conn.c); sbx_interrupt() writes
+   to every claimed slot's eventfd, without locks (async-signal-safe). */
+#define SBX_CALL_SLOTS 64
+struct callslot {
+    atomic_int used;
+    atomic_int fd; /* eventfd created on first use, -1 before */
+};
+
+struct agent_conn;
+
 struct sbx {
     char id[32];
-    atomic_int state; /* enum sbx_state */
-    char errmsg[SBX_ERRMSG_MAX];
+    atomic_int state;         /* enum sbx_state */
+    pthread_mutex_t err_lock; /* guards errs */
+    struct errslot errs[SBX_ERR_SLOTS];
+    uint64_t err_stamp;
+    struct callslot calls[SBX_CALL_SLOTS];
 
     /* Options, with strings owned by the handle. */
     char *kernel_path;
@@ -69,6 +92,7 @@ struct sbx {
     bool io_running;
     int io_stop_fd;
     struct event *io_stop_ev;
+    struct event *life_ev;
 
     /* Lifecycle: intr_fd is written by sbx_interrupt(); dead_fd when the VM ends. */
     int intr_fd, dead_fd;
@@ -79,7 +103,40 @@ struct sbx {
 
     int ctl_fd; /* agent control connection (Hello done) */
     sbx_info info;
+
+    /* Operations (lib/agent/conn.c): idle envd connections, and a unix socket path instead
+       of vsock when the agent is a local test process (lib/local.c). */
+    pthread_mutex_t pool_lock;
+    struct agent_conn *pool;
+    unsigned npool;
+    char *local_sock;
+
+    /* Settings sent to envd (Configure) and metadata. */
+    char **envs, *default_user; /* envs NULL-terminated */
+    char **meta;                /* "key=value", NULL-terminated */
+    size_t nmeta;
+
+    /* Lifetime: a timerfd watched by the device thread; expired once it fired. */
+    int life_fd;
+    uint64_t lifetime_ms; /* from the options, armed once running */
+    atomic_bool expired;
+    _Atomic uint64_t ends_ns; /* CLOCK_REALTIME end, 0 = none */
+    uint64_t created_ns;      /* CLOCK_REALTIME at sbx_create() */
+    uint64_t running_mono_ns; /* CLOCK_MONOTONIC when it became RUNNING */
 };
+
+/* The calling thread's error buffer for this sandbox (for appending to a message). */
+char *sbx_errbuf(struct sbx *sb);
+
+/* Appends why the VM ended and its last console lines to the calling thread's message. */
+void sbx_explain_guest(struct sbx *sb);
+
+/* For unit tests: a handle without a VM whose agent is a local envd listening on the unix
+   socket `sock` (envd --test-listen=PATH). Operations work as on a real sandbox. */
+int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out);
+
+/* Opens a new stream to envd (vsock, or the local test socket); fd is non-blocking. */
+int sbx_agent_dial(struct sbx *sb, int *fd);
 
 /* Sets the handle's error message (printf-style) and returns `code`. */
 int sbx_seterr(struct sbx *sb, int code, const char *fmt, ...)

@@ -6,11 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
 #include <sys/random.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/conn.h"
 #include "internal.h"
+#include "session.h"
 #include "util/wait.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -53,6 +58,26 @@ const char *sbx_strerror(int code)
         return "host I/O error";
     case SBX_ENOTSUP:
         return "not supported";
+    case SBX_ENOENT:
+        return "no such file, directory, user or process";
+    case SBX_EACCES:
+        return "permission denied";
+    case SBX_ENOTDIR:
+        return "not a directory";
+    case SBX_EISDIR:
+        return "is a directory";
+    case SBX_ENOSPC:
+        return "no space left in the guest";
+    case SBX_EEXIST:
+        return "already exists";
+    case SBX_ENOTEMPTY:
+        return "directory not empty";
+    case SBX_EBUSY:
+        return "limit reached";
+    case SBX_EDEAD:
+        return "the sandbox is dead";
+    case SBX_EAGAIN:
+        return "nothing available yet";
     default:
         return "unknown error";
     }
@@ -63,11 +88,45 @@ const char *sbx_version(void)
     return SBX_VERSION_STRING;
 }
 
+/* The calling thread's slot; with create, claims one (recycling the least recently used). */
+static struct errslot *errslot(struct sbx *sb, bool create)
+{
+    pthread_t self = pthread_self();
+    struct errslot *found = NULL, *lru = NULL;
+    for (size_t i = 0; i < SBX_ERR_SLOTS; i++) {
+        struct errslot *e = &sb->errs[i];
+        if (e->used && pthread_equal(e->tid, self)) {
+            found = e;
+            break;
+        }
+        if (!lru || !e->used || (lru->used && e->stamp < lru->stamp))
+            lru = e;
+    }
+    if (!found && create) {
+        found = lru;
+        found->used = true;
+        found->tid = self;
+        found->msg[0] = 0;
+    }
+    if (found)
+        found->stamp = ++sb->err_stamp;
+    return found;
+}
+
+char *sbx_errbuf(struct sbx *sb)
+{
+    pthread_mutex_lock(&sb->err_lock);
+    char *m = errslot(sb, true)->msg;
+    pthread_mutex_unlock(&sb->err_lock);
+    return m;
+}
+
 int sbx_seterr(struct sbx *sb, int code, const char *fmt, ...)
 {
+    char *m = sbx_errbuf(sb);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(sb->errmsg, sizeof(sb->errmsg), fmt, ap);
+    vsnprintf(m, SBX_ERRMSG_MAX, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -75,8 +134,9 @@ int sbx_seterr(struct sbx *sb, int code, const char *fmt, ...)
 /* Appends text to the error message (truncating). */
 static void errmsg_append(struct sbx *sb, const char *text)
 {
-    size_t n = strlen(sb->errmsg);
-    snprintf(sb->errmsg + n, sizeof(sb->errmsg) - n, "%s", text);
+    char *m = sbx_errbuf(sb);
+    size_t n = strlen(m);
+    snprintf(m + n, SBX_ERRMSG_MAX - n, "%s", text);
 }
 
 void sbx_stop(struct sbx *sb, int state, const char *fmt, ...)
@@ -118,7 +178,15 @@ static struct sbx *alloc_handle(void)
     sb->kvm_fd = sb->vm_fd = sb->io_stop_fd = sb->ctl_fd = -1;
     sb->intr_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     sb->dead_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sb->life_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    for (size_t i = 0; i < SBX_CALL_SLOTS; i++)
+        atomic_init(&sb->calls[i].fd, -1);
     pthread_mutex_init(&sb->stop_lock, NULL);
+    pthread_mutex_init(&sb->err_lock, NULL);
+    pthread_mutex_init(&sb->pool_lock, NULL);
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    sb->created_ns = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec;
     serial_init(&sb->serial, -1, NULL, NULL);
     atomic_store(&sb->state, SBX_STATE_BOOTING);
 
@@ -130,7 +198,7 @@ static struct sbx *alloc_handle(void)
     for (size_t i = 0; i < sizeof(rnd); i++)
         sb->id[3 + i] = alphabet[rnd[i] % 36];
     sb->id[3 + sizeof(rnd)] = 0;
-    if (sb->intr_fd < 0 || sb->dead_fd < 0) {
+    if (sb->intr_fd < 0 || sb->dead_fd < 0 || sb->life_fd < 0) {
         sbx_destroy(sb);
         return NULL;
     }
@@ -258,20 +326,14 @@ static int copy_options(struct sbx *sb, const sbx_options *o)
     }
     if (o->cmdline_extra && !(sb->cmdline_extra = strdup(o->cmdline_extra)))
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    int r = session_options(sb, o);
+    if (r < 0)
+        return r;
     return resolve_images(sb, o); /* after the disks: it checks them too */
 }
 
-/* Starts a blocking call: forgets interrupts that arrived before it. */
-static struct waitctx begin_call(struct sbx *sb, unsigned timeout_ms)
-{
-    uint64_t v;
-    while (read(sb->intr_fd, &v, sizeof(v)) > 0)
-        ;
-    return (struct waitctx){deadline_after_ms(timeout_ms), sb->intr_fd, sb->dead_fd};
-}
-
 /* Adds why the VM ended and its last console lines to the handle's message. */
-static void explain_guest(struct sbx *sb)
+void sbx_explain_guest(struct sbx *sb)
 {
     char tail[2048];
     if (atomic_load(&sb->stopping)) {
@@ -286,6 +348,24 @@ static void explain_guest(struct sbx *sb)
     }
 }
 
+int sbx_agent_dial(struct sbx *sb, int *fd)
+{
+    if (!sb->local_sock)
+        return vm_vsock_connect(sb, SBX_ENVD_PORT, fd);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sb->local_sock);
+    *fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (*fd < 0)
+        return SBX_EIO;
+    /* A local unix socket connects at once or not at all. */
+    if (connect(*fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(*fd);
+        *fd = -1;
+        return SBX_EIO;
+    }
+    return 0;
+}
+
 /* Opens the control connection to envd and exchanges Hello, retrying while the guest boots
    (until envd listens, connections are refused). */
 static int connect_agent(struct sbx *sb, const struct waitctx *w)
@@ -294,7 +374,7 @@ static int connect_agent(struct sbx *sb, const struct waitctx *w)
     unsigned backoff_ms = 2;
     for (;;) {
         int fd = -1;
-        int r = vm_vsock_connect(sb, SBX_ENVD_PORT, &fd);
+        int r = sbx_agent_dial(sb, &fd);
         if (r < 0)
             return sbx_seterr(sb, r, "cannot connect to the guest agent: %s", sbx_strerror(r));
         struct agent_hello h;
@@ -337,30 +417,64 @@ int sbx_create(sbx **out, const sbx_options *opts)
     if (r == 0)
         r = vm_build(sb);
     if (r == 0) {
-        /* Not begin_call(): an interrupt that arrived while the VM was built is for this
+        /* Not a call slot: an interrupt that arrived while the VM was built is for this
            call (the handle is new, so nothing older can be pending). */
         struct waitctx w = {t0 + (uint64_t)sb->boot_timeout_ms * 1000000ull, sb->intr_fd,
                             sb->dead_fd};
         r = connect_agent(sb, &w);
         if (r == SBX_ETIMEDOUT)
-            snprintf(sb->errmsg + strlen(sb->errmsg), sizeof(sb->errmsg) - strlen(sb->errmsg),
-                     " within the boot timeout of %u ms", sb->boot_timeout_ms);
+            errmsg_append(sb, " within the boot timeout");
+        if (r == 0)
+            r = session_configure(sb, sb->ctl_fd, &w);
         if (r < 0) {
             if (r == SBX_EGUEST || r == SBX_ETIMEDOUT)
-                explain_guest(sb);
+                sbx_explain_guest(sb);
             vm_teardown(sb);
         }
+    }
+    if (r == 0)
+        r = session_start_lifetime(sb);
+    if (r < 0) {
+        atomic_store(&sb->state, SBX_STATE_FAILED);
+        return r;
+    }
+    /* The control connection becomes the first pooled one. */
+    agent_conn_adopt(sb, sb->ctl_fd);
+    sb->ctl_fd = -1;
+    snprintf(sb->info.id, sizeof(sb->info.id), "%s", sb->id);
+    sb->info.vcpus = sb->vcpus;
+    sb->info.memory_mib = sb->memory_mib;
+    sb->info.boot_ns = now_ns() - t0;
+    sb->running_mono_ns = now_ns();
+    atomic_store(&sb->state, SBX_STATE_RUNNING);
+    sbx_errbuf(sb)[0] = 0;
+    return 0;
+}
+
+int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out)
+{
+    static const sbx_options defaults = SBX_OPTIONS_INIT;
+    struct sbx *sb = *out = alloc_handle();
+    if (!sb)
+        return SBX_ENOMEM;
+    sb->local_sock = strdup(sock);
+    int r = sb->local_sock ? session_options(sb, opts ? opts : &defaults)
+                           : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    if (r == 0) {
+        struct waitctx w = {deadline_after_ms(10000), sb->intr_fd, sb->dead_fd};
+        r = connect_agent(sb, &w);
+        if (r == 0)
+            r = session_configure(sb, sb->ctl_fd, &w);
     }
     if (r < 0) {
         atomic_store(&sb->state, SBX_STATE_FAILED);
         return r;
     }
+    agent_conn_adopt(sb, sb->ctl_fd);
+    sb->ctl_fd = -1;
     snprintf(sb->info.id, sizeof(sb->info.id), "%s", sb->id);
-    sb->info.vcpus = sb->vcpus;
-    sb->info.memory_mib = sb->memory_mib;
-    sb->info.boot_ns = now_ns() - t0;
+    sb->running_mono_ns = now_ns();
     atomic_store(&sb->state, SBX_STATE_RUNNING);
-    sb->errmsg[0] = 0;
     return 0;
 }
 
@@ -369,14 +483,24 @@ void sbx_destroy(sbx *sb)
     if (!sb)
         return;
     vm_teardown(sb);
+    agent_pool_free(sb);
     if (sb->ctl_fd >= 0)
         close(sb->ctl_fd);
     if (sb->intr_fd >= 0)
         close(sb->intr_fd);
     if (sb->dead_fd >= 0)
         close(sb->dead_fd);
+    if (sb->life_fd >= 0)
+        close(sb->life_fd);
+    for (size_t i = 0; i < SBX_CALL_SLOTS; i++)
+        if (atomic_load(&sb->calls[i].fd) >= 0)
+            close(atomic_load(&sb->calls[i].fd));
     serial_destroy(&sb->serial);
+    session_free(sb);
+    free(sb->local_sock);
     pthread_mutex_destroy(&sb->stop_lock);
+    pthread_mutex_destroy(&sb->err_lock);
+    pthread_mutex_destroy(&sb->pool_lock);
     free(sb->kernel_path);
     free(sb->rootfs_path);
     free(sb->cmdline_extra);
@@ -389,7 +513,13 @@ void sbx_destroy(sbx *sb)
 
 const char *sbx_errmsg(const sbx *sb)
 {
-    return sb ? sb->errmsg : "no sandbox handle (NULL)";
+    if (!sb)
+        return "no sandbox handle (NULL)";
+    struct sbx *m = (struct sbx *)sb; /* the slot table is bookkeeping, not the sandbox */
+    pthread_mutex_lock(&m->err_lock);
+    struct errslot *e = errslot(m, false);
+    pthread_mutex_unlock(&m->err_lock);
+    return e ? e->msg : "";
 }
 
 int sbx_state(const sbx *sb)
@@ -402,83 +532,64 @@ int sbx_get_info(sbx *sb, sbx_info *info)
     if (!sb || !info)
         return SBX_EINVAL;
     *info = sb->info;
+    info->state = atomic_load(&sb->state);
+    info->created_ns = sb->created_ns;
+    info->ends_ns = atomic_load(&sb->ends_ns);
+    info->uptime_ns = sb->running_mono_ns ? now_ns() - sb->running_mono_ns : 0;
     return 0;
-}
-
-/* Common checks of calls that talk to the agent. */
-static int require_running(struct sbx *sb)
-{
-    int st = atomic_load(&sb->state);
-    if (st == SBX_STATE_RUNNING)
-        return 0;
-    sbx_seterr(sb, SBX_ESTATE, "the sandbox is not running (state %d)", st);
-    explain_guest(sb);
-    return SBX_ESTATE;
-}
-
-/* After a failed agent call the control connection may hold a late reply: drop it. */
-static int agent_failed(struct sbx *sb, int r, const char *what, const char *err)
-{
-    if (sb->ctl_fd >= 0)
-        close(sb->ctl_fd);
-    sb->ctl_fd = -1;
-    sbx_seterr(sb, r, "%s: %s", what, err);
-    if (r == SBX_EGUEST)
-        explain_guest(sb);
-    return r;
-}
-
-static int control_fd(struct sbx *sb, const struct waitctx *w)
-{
-    return sb->ctl_fd >= 0 ? 0 : connect_agent(sb, w);
 }
 
 int sbx_ping(sbx *sb, unsigned timeout_ms)
 {
     if (!sb)
         return SBX_EINVAL;
-    int r = require_running(sb);
+    struct call c;
+    int r = call_begin(sb, &c, timeout_ms ? timeout_ms : DEFAULT_CALL_MS);
     if (r < 0)
         return r;
-    struct waitctx w = begin_call(sb, timeout_ms ? timeout_ms : DEFAULT_CALL_MS);
-    if ((r = control_fd(sb, &w)) < 0)
-        return r;
-    char err[512] = "";
-    r = agent_ping(sb->ctl_fd, &w, err, sizeof(err));
-    return r < 0 ? agent_failed(sb, r, "ping", err) : 0;
+    struct agent_conn *conn;
+    if ((r = agent_conn_get(&c, &conn)) == 0) {
+        char err[512] = "";
+        r = agent_ping(conn->fd, &c.w, err, sizeof(err));
+        agent_conn_put(sb, conn, r == 0);
+        if (r < 0)
+            r = call_fail(&c, r, "ping: %s", err);
+    }
+    call_end(&c);
+    return r;
 }
 
 int sbx_shutdown(sbx *sb, unsigned timeout_ms)
 {
     if (!sb)
         return SBX_EINVAL;
-    int r = require_running(sb);
+    unsigned ms = timeout_ms ? timeout_ms : DEFAULT_CALL_MS;
+    struct call c;
+    int r = call_begin(sb, &c, ms);
     if (r < 0)
         return r;
-    struct waitctx w = begin_call(sb, timeout_ms ? timeout_ms : DEFAULT_CALL_MS);
     sb->shutdown_requested = true;
-    char err[512] = "";
-    if ((r = control_fd(sb, &w)) == 0)
-        r = agent_shutdown(sb->ctl_fd, &w, err, sizeof(err));
-    /* envd finishes the shutdown once this connection closes. */
-    if (sb->ctl_fd >= 0)
-        close(sb->ctl_fd);
-    sb->ctl_fd = -1;
+    struct agent_conn *conn;
+    if ((r = agent_conn_get(&c, &conn)) == 0) {
+        char err[512] = "";
+        r = agent_shutdown(conn->fd, &c.w, err, sizeof(err));
+        /* envd finishes the shutdown once this connection closes. */
+        agent_conn_put(sb, conn, false);
+    }
     /* The VM may end before envd's reply arrives: only the end of the VM counts. */
-    if (r == 0 || r == SBX_EPROTO || r == SBX_EGUEST) {
-        struct waitctx wd = {w.deadline_ns, w.intr_fd, -1};
+    if (r == 0 || r == SBX_EPROTO || r == SBX_EGUEST || r == SBX_EDEAD) {
+        struct waitctx wd = {c.w.deadline_ns, c.w.intr_fd, -1};
         r = wait_fd(&wd, sb->dead_fd, POLLIN);
     }
-    if (r == SBX_EINTR)
-        return sbx_seterr(sb, r, "shutdown interrupted");
-    if (r < 0) {
+    if (r == SBX_EINTR) {
+        r = call_fail(&c, r, "shutdown interrupted");
+    } else if (r < 0) {
         sbx_stop(sb, SBX_STATE_STOPPED, "the guest did not shut down in time; stopped forcibly");
-        return sbx_seterr(sb, SBX_ETIMEDOUT,
-                          "the guest did not shut down within %u ms; the VM "
-                          "was stopped",
-                          timeout_ms ? timeout_ms : DEFAULT_CALL_MS);
+        r = call_fail(&c, SBX_ETIMEDOUT,
+                      "the guest did not shut down within %u ms; the VM was stopped", ms);
     }
-    return 0;
+    call_end(&c);
+    return r;
 }
 
 size_t sbx_console(const sbx *sb, char *buf, size_t cap)
@@ -494,5 +605,11 @@ void sbx_interrupt(sbx *sb)
         return;
     uint64_t one = 1;
     ssize_t n = write(sb->intr_fd, &one, sizeof(one));
+    for (size_t i = 0; i < SBX_CALL_SLOTS; i++)
+        if (atomic_load(&sb->calls[i].used)) {
+            int fd = atomic_load(&sb->calls[i].fd);
+            if (fd >= 0)
+                n = write(fd, &one, sizeof(one));
+        }
     (void)n;
 }

@@ -28,13 +28,6 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* mkdir that is quiet about existing directories (also on a read-only root). */
 static void ensure_dir(const char *path, mode_t mode)
 {

@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,14 +71,20 @@ int main(int argc, char **argv)
         .rootfstype = "ext4",
         .port = ENVD_DEFAULT_PORT,
     };
-    /* Hidden test mode: serve one already connected stream as an ordinary process, so the
-       host library's unit tests can talk to the real envd without a VM. */
+    /* Hidden test modes (an ordinary process, changing nothing in the system), so the host
+       library's unit tests can talk to the real envd without a VM: serve one connected
+       stream (--test-serve-fd=N), or accept connections on a unix socket
+       (--test-listen=PATH; runs until killed, and dies with its parent). */
     int test_fd = -1;
-    for (int i = 1; i < argc; i++)
+    const char *test_listen = NULL;
+    for (int i = 1; i < argc; i++) {
         if (strncmp(argv[i], "--test-serve-fd=", 16) == 0)
             test_fd = atoi(argv[i] + 16);
+        else if (strncmp(argv[i], "--test-listen=", 14) == 0)
+            test_listen = argv[i] + 14;
+    }
     bool pid1 = getpid() == 1;
-    if (!pid1 && test_fd < 0) {
+    if (!pid1 && test_fd < 0 && !test_listen) {
         fprintf(stderr, "envd: the sandbox guest agent runs as PID 1 (init) only\n");
         return 1;
     }
@@ -85,7 +93,23 @@ int main(int argc, char **argv)
     if (!pid1) {
         cfg.test_mode = true;
         log_open(false);
-        serve_loop(&cfg, -1, test_fd);
+        int lfd = -1;
+        if (test_listen) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            struct sockaddr_un sa = {.sun_family = AF_UNIX};
+            if (strlen(test_listen) >= sizeof(sa.sun_path)) {
+                fprintf(stderr, "envd: socket path too long\n");
+                return 1;
+            }
+            strcpy(sa.sun_path, test_listen);
+            lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+                listen(lfd, 64) != 0) {
+                fprintf(stderr, "envd: %s: %s\n", test_listen, strerror(errno));
+                return 1;
+            }
+        }
+        serve_loop(&cfg, lfd, test_fd);
         return 0;
     }
     umask(022);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* envd's event loop: accepts vsock connections, decodes frames, answers requests, reaps. */
+/* envd's event loop: accepts connections, decodes frames, dispatches requests, reaps. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,10 +20,13 @@
 #include "agent/frame.h"
 #include "envd.h"
 
-#define MAX_CONNS 64
+#define MAX_CONNS    256
+#define MAX_WATCHERS 1024
 /* Stop reading requests from a connection whose replies pile up (a host that does not read);
    bounds envd's memory per connection together with SBX_FRAME_MAX. */
 #define OUT_HIGH (8u << 20)
+/* Streaming producers (file reads, process output) stop queueing above this. */
+#define OUT_LOW (256u << 10)
 /* After answering Shutdown, how long to wait for the host to close the connection: the Ok
    must leave the guest before the reboot resets the vsock device. */
 #define SHUTDOWN_LINGER_MS 1000
@@ -38,6 +41,8 @@ struct conn {
     bool shutdown; /* Ok to Shutdown queued: power off once written and the host closed */
     bool dead;
     uint64_t shutdown_at_ms;
+    const struct conn_op *op; /* the streaming operation owning the connection, or NULL */
+    void *op_arg;
 };
 
 struct server {
@@ -45,16 +50,52 @@ struct server {
     int listen_fd, sig_fd;
     struct conn *conns[MAX_CONNS];
     size_t nconns;
+    struct watcher *watchers[MAX_WATCHERS];
+    size_t nwatchers;
     uint64_t accept_pause_until_ms;
+    uint64_t wake_at_ms; /* 0 = none */
     struct utsname uts;
     char os_name[128]; /* PRETTY_NAME of the root filesystem */
 };
 
-static uint64_t mono_ms(void)
+uint64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const struct envd_config *server_config(const struct server *s)
+{
+    return s->cfg;
+}
+
+void server_wake_at(struct server *s, uint64_t at)
+{
+    if (s->wake_at_ms == 0 || at < s->wake_at_ms)
+        s->wake_at_ms = at;
+}
+
+bool server_watch(struct server *s, struct watcher *w)
+{
+    if (w->active)
+        return true;
+    if (s->nwatchers == MAX_WATCHERS)
+        return false;
+    s->watchers[s->nwatchers++] = w;
+    w->active = true;
+    return true;
+}
+
+void server_unwatch(struct server *s, struct watcher *w)
+{
+    if (!w->active)
+        return;
+    /* A hole, not a compaction: the loop may be iterating; holes are swept after it. */
+    for (size_t i = 0; i < s->nwatchers; i++)
+        if (s->watchers[i] == w)
+            s->watchers[i] = NULL;
+    w->active = false;
 }
 
 /* --- output -------------------------------------------------------------------------------- */
@@ -78,8 +119,20 @@ static void flush(struct conn *c)
     c->out_off = c->out_len = 0;
 }
 
-static void queue(struct conn *c, const Sbx__Agent__Frame *f)
+bool conn_writable(const struct conn *c)
 {
+    return !c->dead && !c->closing && c->out_len - c->out_off < OUT_LOW;
+}
+
+bool conn_gone(const struct conn *c)
+{
+    return c->dead || c->closing;
+}
+
+void conn_send(struct conn *c, const Sbx__Agent__Frame *f)
+{
+    if (c->dead)
+        return;
     size_t need = frame_size(f);
     if (c->out_off > 0 && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
@@ -115,27 +168,107 @@ static void queue(struct conn *c, const Sbx__Agent__Frame *f)
     flush(c);
 }
 
-/* Answers with Error and ends the connection once that is written. */
-static void reply_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, const char *fmt,
-                        ...) __attribute__((format(printf, 4, 5)));
-
-static void reply_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, const char *fmt,
-                        ...)
+void conn_ok(struct conn *c, uint32_t id)
 {
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
+    Sbx__Agent__Ok ok = SBX__AGENT__OK__INIT;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
+    f.id = id;
+    f.body_case = SBX__AGENT__FRAME__BODY_OK;
+    f.ok = &ok;
+    conn_send(c, &f);
+}
+
+static void send_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, int os_errno,
+                       const char *msg)
+{
     Sbx__Agent__Error e = SBX__AGENT__ERROR__INIT;
     e.code = code;
-    e.message = msg;
+    e.message = (char *)msg;
+    e.os_errno = os_errno;
     Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
     f.id = id;
     f.body_case = SBX__AGENT__FRAME__BODY_ERROR;
     f.error = &e;
-    queue(c, &f);
+    conn_send(c, &f);
+}
+
+void conn_error(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, int os_errno,
+                const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    send_error(c, id, code, os_errno, msg);
+}
+
+Sbx__Agent__ErrorCode errno_code(int err)
+{
+    switch (err) {
+    case ENOENT:
+    case ESRCH:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_PERMISSION;
+    case ENOSPC:
+    case EDQUOT:
+    case ENOMEM:
+    case EFBIG:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_NO_SPACE;
+    case ENOTDIR:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_A_DIRECTORY;
+    case EISDIR:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_IS_A_DIRECTORY;
+    case EEXIST:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_EXISTS;
+    case ENOTEMPTY:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_EMPTY;
+    case EINVAL:
+    case ENAMETOOLONG:
+    case ELOOP:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+    case EMFILE:
+    case ENFILE:
+    case EAGAIN:
+    case EBUSY:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY;
+    default:
+        return SBX__AGENT__ERROR_CODE__ERROR_CODE_INTERNAL;
+    }
+}
+
+void conn_errno(struct conn *c, uint32_t id, int err, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof(msg))
+        snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", strerror(err));
+    send_error(c, id, errno_code(err), err, msg);
+}
+
+void conn_fail(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    send_error(c, id, code, 0, msg);
     c->closing = true;
+}
+
+void conn_set_op(struct conn *c, const struct conn_op *op, void *arg)
+{
+    if (op && c->op)
+        log_msg("bug: a second operation on one connection");
+    c->op = op;
+    c->op_arg = op ? arg : NULL;
 }
 
 /* --- requests ------------------------------------------------------------------------------ */
@@ -156,14 +289,14 @@ static void on_hello(struct server *s, struct conn *c, const Sbx__Agent__Frame *
 {
     const Sbx__Agent__Hello *h = req->hello;
     if (h->protocol_version != SBX__AGENT__CONSTANTS__PROTOCOL_VERSION) {
-        reply_error(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_VERSION,
-                    "envd speaks agent protocol %u, not %u",
-                    (unsigned)SBX__AGENT__CONSTANTS__PROTOCOL_VERSION, h->protocol_version);
+        conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_VERSION,
+                  "envd speaks agent protocol %u, not %u",
+                  (unsigned)SBX__AGENT__CONSTANTS__PROTOCOL_VERSION, h->protocol_version);
         return;
     }
     if (h->hostname[0] && !valid_hostname(h->hostname)) {
-        reply_error(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
-                    "invalid hostname");
+        conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                  "invalid hostname");
         return;
     }
     init_set_clock(s->cfg, h->realtime_ns);
@@ -171,7 +304,7 @@ static void on_hello(struct server *s, struct conn *c, const Sbx__Agent__Frame *
         init_set_hostname(s->cfg, h->hostname);
     c->hello_done = true;
 
-    static char *features[] = {"clock", "hostname"};
+    static char *features[] = {"clock", "hostname", "exec", "pty", "files", "watch", "metrics"};
     Sbx__Agent__Hello r = SBX__AGENT__HELLO__INIT;
     r.protocol_version = SBX__AGENT__CONSTANTS__PROTOCOL_VERSION;
     r.software = "envd";
@@ -188,14 +321,23 @@ static void on_hello(struct server *s, struct conn *c, const Sbx__Agent__Frame *
     f.id = req->id;
     f.body_case = SBX__AGENT__FRAME__BODY_HELLO;
     f.hello = &r;
-    queue(c, &f);
+    conn_send(c, &f);
 }
 
 static void on_frame(struct server *s, struct conn *c, const Sbx__Agent__Frame *req)
 {
+    if (c->op) {
+        c->op->frame(s, c, req, c->op_arg);
+        return;
+    }
     if (!c->hello_done && req->body_case != SBX__AGENT__FRAME__BODY_HELLO) {
-        reply_error(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
-                    "expected Hello first, got %s", frame_body_name(req->body_case));
+        conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                  "expected Hello first, got %s", frame_body_name(req->body_case));
+        return;
+    }
+    if (req->id == 0 && req->body_case != SBX__AGENT__FRAME__BODY_HELLO) {
+        conn_fail(c, 0, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL, "request %s without an id",
+                  frame_body_name(req->body_case));
         return;
     }
     Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
@@ -203,8 +345,8 @@ static void on_frame(struct server *s, struct conn *c, const Sbx__Agent__Frame *
     switch (req->body_case) {
     case SBX__AGENT__FRAME__BODY_HELLO:
         if (c->hello_done) {
-            reply_error(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
-                        "second Hello on a connection");
+            conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                      "second Hello on a connection");
             return;
         }
         on_hello(s, c, req);
@@ -214,22 +356,45 @@ static void on_frame(struct server *s, struct conn *c, const Sbx__Agent__Frame *
         pong.nonce = req->ping->nonce;
         f.body_case = SBX__AGENT__FRAME__BODY_PONG;
         f.pong = &pong;
-        queue(c, &f);
+        conn_send(c, &f);
         return;
     }
-    case SBX__AGENT__FRAME__BODY_SHUTDOWN: {
-        Sbx__Agent__Ok ok = SBX__AGENT__OK__INIT;
-        f.body_case = SBX__AGENT__FRAME__BODY_OK;
-        f.ok = &ok;
-        queue(c, &f);
+    case SBX__AGENT__FRAME__BODY_SHUTDOWN:
+        conn_ok(c, req->id);
         c->shutdown = true;
+        c->closing = true;
         c->shutdown_at_ms = mono_ms() + SHUTDOWN_LINGER_MS;
         return;
-    }
+    case SBX__AGENT__FRAME__BODY_CONFIGURE:
+        users_configure(c, req->id, req->configure);
+        return;
+    case SBX__AGENT__FRAME__BODY_METRICS_REQUEST:
+        metrics_request(s, c, req);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_START:
+    case SBX__AGENT__FRAME__BODY_PROC_INPUT:
+    case SBX__AGENT__FRAME__BODY_PROC_SIGNAL:
+    case SBX__AGENT__FRAME__BODY_PROC_LIST_REQUEST:
+    case SBX__AGENT__FRAME__BODY_PROC_ATTACH:
+    case SBX__AGENT__FRAME__BODY_PROC_RESIZE:
+        proc_request(s, c, req);
+        return;
+    case SBX__AGENT__FRAME__BODY_FILE_WRITE:
+    case SBX__AGENT__FRAME__BODY_FILE_READ:
+    case SBX__AGENT__FRAME__BODY_STAT:
+    case SBX__AGENT__FRAME__BODY_LIST_DIR:
+    case SBX__AGENT__FRAME__BODY_MAKE_DIR:
+    case SBX__AGENT__FRAME__BODY_REMOVE:
+    case SBX__AGENT__FRAME__BODY_RENAME:
+        files_request(s, c, req);
+        return;
+    case SBX__AGENT__FRAME__BODY_WATCH_START:
+        watch_request(s, c, req);
+        return;
     default:
-        /* Replies and errors only ever flow from envd to the host. */
-        reply_error(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
-                    "unexpected %s from the host", frame_body_name(req->body_case));
+        /* Replies, events and errors only ever flow from envd to the host. */
+        conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                  "unexpected %s from the host", frame_body_name(req->body_case));
         return;
     }
 }
@@ -249,8 +414,16 @@ static void conn_add(struct server *s, int fd)
     s->conns[s->nconns++] = c;
 }
 
-static void conn_free(struct conn *c)
+static void conn_free(struct server *s, struct conn *c)
 {
+    if (c->op) {
+        const struct conn_op *op = c->op;
+        void *arg = c->op_arg;
+        c->op = NULL;
+        c->op_arg = NULL;
+        if (op->closed)
+            op->closed(s, c, arg);
+    }
     close(c->fd);
     frame_reader_free(&c->rd);
     free(c->out);
@@ -273,17 +446,17 @@ static void conn_read(struct server *s, struct conn *c)
     }
     /* After an Error or a Shutdown nothing more is served on this connection. */
     size_t off = 0;
-    while (off < (size_t)n && !c->closing && !c->shutdown && !c->dead) {
+    while (off < (size_t)n && !c->closing && !c->dead) {
         size_t used;
         Sbx__Agent__Frame *f;
         char err[160];
         int r = frame_reader_feed(&c->rd, buf + off, (size_t)n - off, &used, &f, err, sizeof(err));
         off += used;
         if (r < 0) {
-            reply_error(c, 0,
-                        r == SBX_ENOTSUP ? SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED
-                                         : SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
-                        "%s", err);
+            conn_fail(c, 0,
+                      r == SBX_ENOTSUP ? SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED
+                                       : SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                      "%s", err);
             return;
         }
         if (r == 1) {
@@ -296,7 +469,7 @@ static void conn_read(struct server *s, struct conn *c)
 static void accept_all(struct server *s)
 {
     while (s->nconns < MAX_CONNS) {
-        struct sockaddr_vm sa;
+        struct sockaddr_storage sa;
         socklen_t len = sizeof(sa);
         int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -309,8 +482,10 @@ static void accept_all(struct server *s)
             s->accept_pause_until_ms = mono_ms() + 100;
             return;
         }
-        /* Only the host may drive envd, not a process inside the guest. */
-        if (sa.svm_family != AF_VSOCK || sa.svm_cid != VMADDR_CID_HOST) {
+        /* Only the host may drive envd, not a process inside the guest. (Test mode listens
+           on a unix socket of the test instead.) */
+        const struct sockaddr_vm *vm = (const struct sockaddr_vm *)&sa;
+        if (!s->cfg->test_mode && (vm->svm_family != AF_VSOCK || vm->svm_cid != VMADDR_CID_HOST)) {
             close(fd);
             continue;
         }
@@ -328,15 +503,19 @@ static void reap(struct server *s)
     /* SIGCHLD coalesces, and orphans anywhere in the guest are re-parented to PID 1: reap
        everything that has exited, not just the child the signal named. */
     int status;
-    while (waitpid(-1, &status, WNOHANG) > 0)
-        ;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        proc_reaped(s, pid, status);
 }
 
 /* --- the loop ------------------------------------------------------------------------------ */
 
 void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
 {
-    struct server s = {.cfg = cfg, .listen_fd = listen_fd, .sig_fd = -1};
+    static struct server s; /* large (the tables), and there is one */
+    s.cfg = cfg;
+    s.listen_fd = listen_fd;
+    s.sig_fd = -1;
     uname(&s.uts);
     init_os_name(s.os_name, sizeof(s.os_name));
     sigset_t mask;
@@ -349,12 +528,27 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
     if (first_fd >= 0)
         conn_add(&s, first_fd);
 
-    struct pollfd pfd[2 + MAX_CONNS];
+    static struct pollfd pfd[2 + MAX_CONNS + MAX_WATCHERS];
+    static struct watcher *polled[MAX_WATCHERS];
     for (;;) {
         if (cfg->test_mode && s.listen_fd < 0 && s.nconns == 0)
             return;
+        proc_tick(&s);
+        /* Producers with room to send go first; one that has more asks for another round. */
+        bool again = false;
+        for (size_t i = 0; i < s.nconns; i++) {
+            struct conn *c = s.conns[i];
+            if (c->op && c->op->drain && conn_writable(c))
+                again |= c->op->drain(&s, c, c->op_arg);
+        }
         uint64_t now = mono_ms();
-        int timeout = -1;
+        int timeout = again ? 0 : -1;
+        if (s.wake_at_ms) {
+            int left = s.wake_at_ms > now ? (int)(s.wake_at_ms - now) : 0;
+            if (timeout < 0 || left < timeout)
+                timeout = left;
+            s.wake_at_ms = 0;
+        }
         nfds_t n = 0;
         pfd[n++] = (struct pollfd){.fd = s.sig_fd, .events = POLLIN};
         int lslot = -1;
@@ -363,15 +557,16 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
                 lslot = (int)n;
                 pfd[n++] = (struct pollfd){.fd = s.listen_fd, .events = POLLIN};
             } else {
-                timeout = (int)(s.accept_pause_until_ms - now);
+                int left = (int)(s.accept_pause_until_ms - now);
+                if (timeout < 0 || left < timeout)
+                    timeout = left;
             }
         }
         nfds_t first = n;
         for (size_t i = 0; i < s.nconns; i++) {
             struct conn *c = s.conns[i];
             short ev = 0;
-            bool pending = c->out_off < c->out_len;
-            if (pending)
+            if (c->out_off < c->out_len)
                 ev |= POLLOUT;
             /* Once Shutdown is answered, reading only watches for the host's close. */
             if ((!c->closing || c->shutdown) && c->out_len - c->out_off < OUT_HIGH)
@@ -382,6 +577,15 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
                     timeout = left;
             }
             pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
+        }
+        nfds_t wfirst = n;
+        size_t npolled = 0;
+        for (size_t i = 0; i < s.nwatchers; i++) {
+            struct watcher *w = s.watchers[i];
+            if (!w)
+                continue;
+            polled[npolled++] = w;
+            pfd[n++] = (struct pollfd){.fd = w->events ? w->fd : -1, .events = w->events};
         }
         int r = poll(pfd, n, timeout);
         if (r < 0 && errno != EINTR) {
@@ -396,7 +600,7 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
             accept_all(&s);
         /* Connections accepted just now are past the polled range and wait for the next
            round; only the polled ones are looked at here. */
-        for (nfds_t i = first; r > 0 && i < n; i++) {
+        for (nfds_t i = first; r > 0 && i < wfirst; i++) {
             struct conn *c = s.conns[i - first];
             short re = pfd[i].revents;
             if (re & POLLOUT)
@@ -404,6 +608,19 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
             if (re & (POLLIN | POLLHUP | POLLERR))
                 conn_read(&s, c);
         }
+        for (size_t i = 0; r > 0 && i < npolled; i++) {
+            struct watcher *w = polled[i];
+            short re = pfd[wfirst + i].revents;
+            /* A callback may have removed a watcher polled later in this round. */
+            if (re && w->active)
+                w->cb(&s, w, re);
+        }
+        size_t wkeep = 0;
+        for (size_t i = 0; i < s.nwatchers; i++)
+            if (s.watchers[i])
+                s.watchers[wkeep++] = s.watchers[i];
+        s.nwatchers = wkeep;
+
         now = mono_ms();
         size_t keep = 0;
         for (size_t i = 0; i < s.nconns; i++) {
@@ -414,8 +631,8 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
                 log_msg("shutting down");
                 init_poweroff(cfg);
             }
-            if (c->dead || (c->closing && flushed)) {
-                conn_free(c);
+            if (c->dead || (c->closing && flushed && !c->shutdown)) {
+                conn_free(&s, c);
                 continue;
             }
             s.conns[keep++] = c;

@@ -143,13 +143,50 @@ int agent_recv(int fd, const struct waitctx *w, Sbx__Agent__Frame **out, char *e
 }
 
 /* Turns an Error reply into a return code and a message. */
-static int guest_error(const Sbx__Agent__Error *e, const char *req, char *err, size_t errlen)
+int agent_error_code(const Sbx__Agent__Error *e)
 {
-    char msg[256];
+    switch (e->code) {
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED:
+        return SBX_ENOTSUP;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT:
+        return SBX_EINVAL;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND:
+        return SBX_ENOENT;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_PERMISSION:
+        return SBX_EACCES;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_NO_SPACE:
+        return SBX_ENOSPC;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_A_DIRECTORY:
+        return SBX_ENOTDIR;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_IS_A_DIRECTORY:
+        return SBX_EISDIR;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_EXISTS:
+        return SBX_EEXIST;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_EMPTY:
+        return SBX_ENOTEMPTY;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY:
+        return SBX_EBUSY;
+    case SBX__AGENT__ERROR_CODE__ERROR_CODE_INTERNAL:
+        return SBX_EIO;
+    default: /* PROTOCOL, VERSION, and codes from a newer envd */
+        return SBX_EPROTO;
+    }
+}
+
+void agent_error_message(const Sbx__Agent__Error *e, char *buf, size_t cap)
+{
+    sanitize(buf, cap, e->message);
+    if (!buf[0])
+        snprintf(buf, cap, "%s", "no message");
+}
+
+int agent_guest_error(const Sbx__Agent__Error *e, const char *req, char *err, size_t errlen)
+{
+    char msg[512];
     sanitize(msg, sizeof(msg), e->message);
     set_err(err, errlen, "envd refused %s: %s (code %d%s%s)", req, msg[0] ? msg : "no message",
             (int)e->code, e->os_errno ? ", " : "", e->os_errno ? strerror(e->os_errno) : "");
-    return e->code == SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED ? SBX_ENOTSUP : SBX_EPROTO;
+    return agent_error_code(e);
 }
 
 int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
@@ -168,7 +205,7 @@ int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
     /* An Error with id 0 answers a frame envd could not parse, which was this request. */
     if (f->body_case == SBX__AGENT__FRAME__BODY_ERROR && want != f->body_case &&
         (f->id == req->id || f->id == 0)) {
-        r = guest_error(f->error, name, err, errlen);
+        r = agent_guest_error(f->error, name, err, errlen);
         frame_free(f);
         return r;
     }

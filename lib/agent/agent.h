@@ -28,15 +28,25 @@ struct agent_hello {
  * Every call works on a connected, non-blocking stream fd to envd and blocks at most until
  * the wait context's deadline, interrupt or VM death. Each returns 0 or a negative SBX_E*
  * code with a message in err (NUL-terminated when errlen > 0):
- *   SBX_EPROTO    envd sent something malformed or unexpected, closed the connection early,
- *                 or answered with an Error
- *   SBX_ENOTSUP   envd answered Error UNSUPPORTED
+ *   SBX_EPROTO    envd sent something malformed or unexpected, or closed the connection early
+ *   agent_error_code()  envd answered with an Error
  *   SBX_ETIMEDOUT, SBX_EINTR, SBX_EGUEST  from the wait context
  *   SBX_EIO       the socket failed; SBX_ENOMEM
  * After any error the connection is out of sync: close it.
  * One request is in flight per connection at a time (these calls send one and wait for its
  * reply), so the frame ids only have to match the reply to the request.
  */
+
+/* The SBX_E* code for an envd Error (NOT_FOUND -> SBX_ENOENT, UNSUPPORTED -> SBX_ENOTSUP,
+   PROTOCOL/VERSION/unknown -> SBX_EPROTO, ...). */
+int agent_error_code(const Sbx__Agent__Error *e);
+
+/* envd's message made printable and bounded ("no message" when empty). */
+void agent_error_message(const Sbx__Agent__Error *e, char *buf, size_t cap);
+
+/* Formats envd's Error for request `req` into err ("envd refused <req>: <message> (code N,
+   <errno text>)", the message made printable) and returns agent_error_code(e). */
+int agent_guest_error(const Sbx__Agent__Error *e, const char *req, char *err, size_t errlen);
 
 /* Sends one frame. */
 int agent_send(int fd, const struct waitctx *w, const Sbx__Agent__Frame *f, char *err,

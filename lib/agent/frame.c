@@ -22,41 +22,29 @@ static int fail(int code, char *err, size_t errlen, const char *fmt, ...)
     return code;
 }
 
+/* The body field for a case, or NULL when this build does not know it. */
+static const ProtobufCFieldDescriptor *body_field(Sbx__Agent__Frame__BodyCase c)
+{
+    if (c == SBX__AGENT__FRAME__BODY__NOT_SET || (unsigned)c == 1) /* 1 is the id */
+        return NULL;
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field(&sbx__agent__frame__descriptor, (unsigned)c);
+    return fd && fd->type == PROTOBUF_C_TYPE_MESSAGE ? fd : NULL;
+}
+
 static bool body_known(Sbx__Agent__Frame__BodyCase c)
 {
-    switch (c) {
-    case SBX__AGENT__FRAME__BODY_HELLO:
-    case SBX__AGENT__FRAME__BODY_OK:
-    case SBX__AGENT__FRAME__BODY_ERROR:
-    case SBX__AGENT__FRAME__BODY_PING:
-    case SBX__AGENT__FRAME__BODY_PONG:
-    case SBX__AGENT__FRAME__BODY_SHUTDOWN:
-        return true;
-    default:
-        return false;
-    }
+    return body_field(c) != NULL;
 }
 
 const char *frame_body_name(Sbx__Agent__Frame__BodyCase c)
 {
-    switch (c) {
-    case SBX__AGENT__FRAME__BODY__NOT_SET:
+    if (c == SBX__AGENT__FRAME__BODY__NOT_SET)
         return "none";
-    case SBX__AGENT__FRAME__BODY_HELLO:
-        return "Hello";
-    case SBX__AGENT__FRAME__BODY_OK:
-        return "Ok";
-    case SBX__AGENT__FRAME__BODY_ERROR:
-        return "Error";
-    case SBX__AGENT__FRAME__BODY_PING:
-        return "Ping";
-    case SBX__AGENT__FRAME__BODY_PONG:
-        return "Pong";
-    case SBX__AGENT__FRAME__BODY_SHUTDOWN:
-        return "Shutdown";
-    default:
+    const ProtobufCFieldDescriptor *fd = body_field(c);
+    if (!fd)
         return "unknown";
-    }
+    return ((const ProtobufCMessageDescriptor *)fd->descriptor)->short_name;
 }
 
 int frame_validate(const Sbx__Agent__Frame *f, char *err, size_t errlen)

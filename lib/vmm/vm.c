@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "session.h"
 #include "util/cmdline.h"
 #include "util/initramfs.h"
 #include "virtio/virtio.h"
@@ -181,6 +182,13 @@ static void io_stop_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(sb->evbase);
 }
 
+static void lifetime_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t n;
+    if (read(fd, &n, sizeof(n)) == (ssize_t)sizeof(n))
+        session_lifetime_expired(arg);
+}
+
 static int create_evbase(struct sbx *sb)
 {
     struct event_config *cfg = event_config_new();
@@ -199,6 +207,13 @@ static int create_evbase(struct sbx *sb)
     if (!ev || event_add(ev, NULL) < 0)
         return sbx_seterr(sb, SBX_ENOMEM, "cannot watch the device thread's stop eventfd");
     sb->io_stop_ev = ev;
+    ev = event_new(sb->evbase, sb->life_fd, EV_READ | EV_PERSIST, lifetime_cb, sb);
+    if (!ev || event_add(ev, NULL) < 0) {
+        if (ev)
+            event_free(ev);
+        return sbx_seterr(sb, SBX_ENOMEM, "cannot watch the lifetime timer");
+    }
+    sb->life_ev = ev;
     return 0;
 }
 
@@ -207,6 +222,9 @@ static void destroy_evbase(struct sbx *sb)
     if (sb->io_stop_ev)
         event_free(sb->io_stop_ev);
     sb->io_stop_ev = NULL;
+    if (sb->life_ev)
+        event_free(sb->life_ev);
+    sb->life_ev = NULL;
     if (sb->evbase)
         event_base_free(sb->evbase);
     sb->evbase = NULL;

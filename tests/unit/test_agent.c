@@ -185,7 +185,7 @@ static void *fake_main(void *arg)
         case UNKNOWN_BODY:
             hdr[0] = hdr[1] = hdr[2] = 0;
             hdr[3] = 5;
-            fake_raw(fk->fd, hdr, "\x08\x01\x92\x03\x00", 5);
+            fake_raw(fk->fd, hdr, "\x08\x01\xc2\x0c\x00", 5);
             break;
         case SILENT:
             break;
@@ -661,7 +661,7 @@ static void test_real_envd_hostile(void **state)
         {{0xff, 0xff, 0xff, 0xff, 1, 2, 3}, 7, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL},
         {{0, 0, 0, 0}, 4, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL},
         {{0, 0, 0, 2, 0x08, 0x01}, 6, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL},
-        {{0, 0, 0, 3, 0x92, 0x03, 0x00}, 7, SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED},
+        {{0, 0, 0, 3, 0xc2, 0x0c, 0x00}, 7, SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED},
         {{0, 0, 0, 4, 0x08, 0x01, 0x32, 0x00}, 8, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL},
     };
     for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {

@@ -216,12 +216,12 @@ static void test_garbage(void **state)
     n = raw_frame(buf, idonly, sizeof(idonly));
     assert_int_equal(frame_decode(buf, n, &g, &used, err, sizeof(err)), SBX_EPROTO);
     assert_non_null(strstr(err, "without a body"));
-    /* A body this build does not know (field 50, an empty message): unsupported, not
+    /* A body this build does not know (field 200, an empty message): unsupported, not
        garbage, so the receiver can say so. */
-    static const uint8_t future[] = {0x08, 0x05, 0x92, 0x03, 0x00};
+    static const uint8_t future[] = {0x08, 0x05, 0xc2, 0x0c, 0x00};
     n = raw_frame(buf, future, sizeof(future));
     assert_int_equal(frame_decode(buf, n, &g, &used, err, sizeof(err)), SBX_ENOTSUP);
-    assert_non_null(strstr(err, "field 50"));
+    assert_non_null(strstr(err, "field 200"));
     /* A known body whose submessage is garbage. */
     static const uint8_t badsub[] = {0x2a, 0x03, 0xff, 0xff, 0xff};
     n = raw_frame(buf, badsub, sizeof(badsub));
@@ -375,7 +375,7 @@ static void test_reader_errors(void **state)
 
     /* Unknown body: ENOTSUP, also sticky. */
     frame_reader_init(&r);
-    static const uint8_t future[] = {0x92, 0x03, 0x00};
+    static const uint8_t future[] = {0xc2, 0x0c, 0x00};
     n = raw_frame(ok, future, sizeof(future));
     assert_int_equal(frame_reader_feed(&r, ok, n, &used, &f, err, sizeof(err)), SBX_ENOTSUP);
     frame_reader_free(&r);

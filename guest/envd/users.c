@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+/* envd: users and groups from /etc/passwd and /etc/group, and the Configure settings. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envd.h"
+
+/* Limits on what a host may configure. */
+#define MAX_ENVS    1024
+#define MAX_ENV_LEN (64u << 10)
+
+/* The sandbox-wide settings (envd is single-threaded; this is its one copy). */
+static char **cfg_envs;   /* NULL-terminated */
+static char cfg_user[64]; /* "" = automatic */
+static char *const no_envs[] = {NULL};
+
+/* Parses a decimal id; false if s is not one. */
+static bool parse_id(const char *s, uint32_t *out)
+{
+    if (!*s)
+        return false;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v > 0xfffffffeu)
+            return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* Splits a colon-separated line in place into at most max fields; returns the count. */
+static int split(char *line, char **f, int max)
+{
+    int n = 0;
+    line[strcspn(line, "\n")] = '\0';
+    while (n < max) {
+        f[n++] = line;
+        char *c = strchr(line, ':');
+        if (!c)
+            break;
+        *c = '\0';
+        line = c + 1;
+    }
+    return n;
+}
+
+/* Finds a passwd entry by name (name != NULL) or by uid. */
+static bool passwd_find(const char *name, uint32_t uid, struct envd_user *out)
+{
+    FILE *fp = fopen("/etc/passwd", "re");
+    if (!fp)
+        return false;
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), fp)) {
+        char *f[7];
+        uint32_t u, g;
+        if (split(line, f, 7) != 7 || !parse_id(f[2], &u) || !parse_id(f[3], &g))
+            continue;
+        if (name ? strcmp(f[0], name) != 0 : u != uid)
+            continue;
+        out->uid = u;
+        out->gid = g;
+        snprintf(out->name, sizeof(out->name), "%s", f[0]);
+        snprintf(out->home, sizeof(out->home), "%s", f[5][0] ? f[5] : "/");
+        snprintf(out->shell, sizeof(out->shell), "%s", f[6][0] ? f[6] : "/bin/sh");
+        found = true;
+    }
+    fclose(fp);
+    return found;
+}
+
+int user_lookup(const char *spec, struct envd_user *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!spec || !*spec) {
+        if (cfg_user[0])
+            return user_lookup(cfg_user, out);
+        /* Automatic: "user" when the image has one (E2B's default), else root. In test mode
+           (an ordinary host process) whoever runs envd. */
+        if (getuid() != 0) {
+            char self[16];
+            snprintf(self, sizeof(self), "%u", (unsigned)getuid());
+            return user_lookup(self, out);
+        }
+        if (passwd_find("user", 0, out))
+            return 0;
+        return user_lookup("0", out);
+    }
+    if (strlen(spec) >= sizeof(out->name))
+        return ENOENT;
+    uint32_t id;
+    if (parse_id(spec, &id)) {
+        if (passwd_find(NULL, id, out))
+            return 0;
+        out->uid = out->gid = id;
+        snprintf(out->name, sizeof(out->name), "%u", id);
+        snprintf(out->home, sizeof(out->home), "/");
+        snprintf(out->shell, sizeof(out->shell), "/bin/sh");
+        return 0;
+    }
+    return passwd_find(spec, 0, out) ? 0 : ENOENT;
+}
+
+int user_groups(const struct envd_user *u, uint32_t *groups, int max)
+{
+    int n = 0;
+    if (max > 0)
+        groups[n++] = u->gid;
+    FILE *fp = fopen("/etc/group", "re");
+    if (!fp)
+        return n;
+    char line[4096];
+    while (n < max && fgets(line, sizeof(line), fp)) {
+        char *f[4];
+        uint32_t g;
+        if (split(line, f, 4) != 4 || !parse_id(f[2], &g) || g == u->gid)
+            continue;
+        for (char *m = strtok(f[3], ","); m; m = strtok(NULL, ","))
+            if (strcmp(m, u->name) == 0) {
+                groups[n++] = g;
+                break;
+            }
+    }
+    fclose(fp);
+    return n;
+}
+
+/* Name for an id from a colon file (field 0 = name, field 2 = id). */
+static void id_name(const char *file, uint32_t id, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%u", id);
+    FILE *fp = fopen(file, "re");
+    if (!fp)
+        return;
+    char line[4096];
+    while (fgets(line, sizeof(line), fp)) {
+        char *f[3];
+        uint32_t v;
+        if (split(line, f, 3) == 3 && parse_id(f[2], &v) && v == id) {
+            snprintf(buf, cap, "%s", f[0]);
+            break;
+        }
+    }
+    fclose(fp);
+}
+
+void user_name(uint32_t uid, char *buf, size_t cap)
+{
+    id_name("/etc/passwd", uid, buf, cap);
+}
+
+void group_name(uint32_t gid, char *buf, size_t cap)
+{
+    id_name("/etc/group", gid, buf, cap);
+}
+
+static void free_envs(char **envs)
+{
+    for (size_t i = 0; envs && envs[i]; i++)
+        free(envs[i]);
+    free(envs);
+}
+
+void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *cfg)
+{
+    if (cfg->n_envs > MAX_ENVS) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0,
+                   "%zu environment variables; at most %d", cfg->n_envs, MAX_ENVS);
+        return;
+    }
+    for (size_t i = 0; i < cfg->n_envs; i++) {
+        const char *e = cfg->envs[i];
+        if (!strchr(e, '=') || e[0] == '=' || strlen(e) > MAX_ENV_LEN) {
+            conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0,
+                       "environment entry %zu is not KEY=VALUE (or too long)", i);
+            return;
+        }
+    }
+    struct envd_user u;
+    if (cfg->default_user[0] && user_lookup(cfg->default_user, &u) != 0) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ENOENT,
+                   "default user %.64s: no such user in the guest", cfg->default_user);
+        return;
+    }
+    char **envs = calloc(cfg->n_envs + 1, sizeof(*envs));
+    for (size_t i = 0; envs && i < cfg->n_envs; i++)
+        if (!(envs[i] = strdup(cfg->envs[i]))) {
+            free_envs(envs);
+            envs = NULL;
+        }
+    if (!envs) {
+        conn_errno(c, id, ENOMEM, "configure");
+        return;
+    }
+    free_envs(cfg_envs);
+    cfg_envs = envs;
+    snprintf(cfg_user, sizeof(cfg_user), "%s", cfg->default_user);
+    conn_ok(c, id);
+}
+
+char *const *users_env(void)
+{
+    return cfg_envs ? cfg_envs : no_envs;
+}
+
+int resolve_path(const char *path, const struct envd_user *u, char *out, size_t cap)
+{
+    if (!path[0])
+        return EINVAL;
+    int n = path[0] == '/' ? snprintf(out, cap, "%s", path)
+                           : snprintf(out, cap, "%s/%s", strcmp(u->home, "/") ? u->home : "", path);
+    return n < 0 || (size_t)n >= cap ? ENAMETOOLONG : 0;
+}
