@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+/* envd: file requests (placeholder until implemented). */
+#include "envd.h"
+
+void files_request(struct server *s, struct conn *c, const Sbx__Agent__Frame *f)
+{
+    conn_error(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED, 0, "not implemented");
+}
