@@ -160,7 +160,8 @@ SBX_API const char *sbx_errmsg(const sbx *sb);
 enum sbx_state {
     SBX_STATE_BOOTING = 0, /* inside sbx_create() */
     SBX_STATE_RUNNING = 1, /* guest up, agent answered */
-    SBX_STATE_STOPPED = 2, /* the guest shut down or rebooted (sbx_shutdown, reboot, halt) */
+    SBX_STATE_STOPPED = 2, /* the guest shut down or rebooted (sbx_shutdown, reboot, halt),
+                              or the lifetime expired */
     SBX_STATE_FAILED = 3,  /* the guest crashed or violated the device contract; see errmsg */
 };
 
@@ -190,17 +191,17 @@ typedef struct sbx_info {
 SBX_API int sbx_get_info(sbx *sb, sbx_info *info);
 
 /*
- * Round trip to the guest agent (a Ping on a fresh vsock connection). Returns 0,
- * SBX_ETIMEDOUT, SBX_ESTATE (sandbox not running), SBX_EGUEST, SBX_EPROTO or SBX_EINTR.
- * timeout_ms 0 means 10000.
+ * Health check: a round trip to the guest agent (Ping / Pong). Returns 0, SBX_ETIMEDOUT,
+ * SBX_EDEAD (the guest died or the lifetime ran out), SBX_ESTATE (shut down), SBX_EPROTO or
+ * SBX_EINTR. timeout_ms 0 means 10000.
  */
 SBX_API int sbx_ping(sbx *sb, unsigned timeout_ms);
 
 /*
  * Asks the guest to shut down cleanly (envd syncs and unmounts the disks, then the kernel
  * reboots, which ends the VM) and waits until the VM has stopped. Afterwards the state is
- * SBX_STATE_STOPPED. Returns 0, SBX_ETIMEDOUT (the VM was then stopped forcibly), SBX_ESTATE
- * or SBX_EINTR. timeout_ms 0 means 10000.
+ * SBX_STATE_STOPPED and calls fail with SBX_ESTATE. Returns 0, SBX_ETIMEDOUT (the VM was
+ * then stopped forcibly), SBX_EDEAD, SBX_ESTATE or SBX_EINTR. timeout_ms 0 means 10000.
  */
 SBX_API int sbx_shutdown(sbx *sb, unsigned timeout_ms);
 
@@ -228,6 +229,22 @@ SBX_API const char *sbx_metadata(const sbx *sb, const char *key);
 /* The i-th metadata entry (in creation order): 0 with *key and *value set, or SBX_ENOENT past
    the end. */
 SBX_API int sbx_metadata_at(const sbx *sb, size_t i, const char **key, const char **value);
+
+/* A sandbox running on this machine, from any process of this user (`sbx ls`). Each sandbox
+   registers itself in a directory ($XDG_RUNTIME_DIR/libsandbox, else /tmp/libsandbox-UID)
+   while it runs; entries of processes that died are ignored and cleaned up. */
+typedef struct sbx_listing {
+    char id[32];
+    int pid;                      /* the process that owns it */
+    uint64_t created_ns, ends_ns; /* CLOCK_REALTIME; ends_ns 0 = no lifetime */
+    unsigned vcpus, memory_mib;
+    char rootfs[256]; /* root filesystem image (or template) it was created from */
+    char **metadata;  /* "key=value", NULL-terminated */
+} sbx_listing;
+
+/* Lists the running sandboxes. Release with sbx_listing_free(). */
+SBX_API int sbx_list_running(sbx_listing **out, size_t *n);
+SBX_API void sbx_listing_free(sbx_listing *list, size_t n);
 
 /* Sets the lifetime to end `ms` milliseconds from now (extends or shortens it); 0 removes the
    limit. Returns 0, SBX_EINVAL, or SBX_EDEAD / SBX_ESTATE when the sandbox no longer runs. */
@@ -299,7 +316,7 @@ typedef struct sbx_exec_options {
 
 #define SBX_EXEC_OPTIONS_INIT                                                                      \
     {                                                                                              \
-        SBX_EXEC_OPTIONS_VERSION                                                                   \
+        .version = SBX_EXEC_OPTIONS_VERSION                                                        \
     }
 
 typedef struct sbx_exec_result {
@@ -446,7 +463,7 @@ typedef struct sbx_file_options {
 } sbx_file_options;
 #define SBX_FILE_OPTIONS_INIT                                                                      \
     {                                                                                              \
-        SBX_FILE_OPTIONS_VERSION                                                                   \
+        .version = SBX_FILE_OPTIONS_VERSION                                                        \
     }
 
 /* Opens a guest file for writing; data goes in with sbx_file_write() and becomes visible at

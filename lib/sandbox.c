@@ -15,6 +15,7 @@
 #include "agent/agent.h"
 #include "agent/conn.h"
 #include "internal.h"
+#include "registry.h"
 #include "session.h"
 #include "util/wait.h"
 #include "vmm/vcpu.h"
@@ -447,6 +448,7 @@ int sbx_create(sbx **out, const sbx_options *opts)
     sb->info.boot_ns = now_ns() - t0;
     sb->running_mono_ns = now_ns();
     atomic_store(&sb->state, SBX_STATE_RUNNING);
+    registry_add(sb);
     sbx_errbuf(sb)[0] = 0;
     return 0;
 }
@@ -482,6 +484,8 @@ void sbx_destroy(sbx *sb)
 {
     if (!sb)
         return;
+    if (sb->info.id[0])
+        registry_remove(sb);
     vm_teardown(sb);
     agent_pool_free(sb);
     if (sb->ctl_fd >= 0)

@@ -9,6 +9,7 @@
 #include "agent/agent.h"
 #include "agent/conn.h"
 #include "internal.h"
+#include "registry.h"
 #include "session.h"
 
 #define MAX_META     64
@@ -182,8 +183,8 @@ int sbx_set_timeout(sbx *sb, uint64_t ms)
         return r;
     if (!sb->evbase)
         r = call_fail(&c, SBX_ENOTSUP, "this sandbox has no lifetime timer");
-    else
-        r = arm(sb, ms);
+    else if ((r = arm(sb, ms)) == 0)
+        registry_add(sb);
     call_end(&c);
     return r;
 }
