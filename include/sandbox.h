@@ -337,10 +337,16 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res);
 
 /*
  * Runs a command to completion. Output goes to o->on_output as it arrives, or is captured
- * into res. Returns 0 when the command ran (whatever its exit status: see res), or
- * SBX_EINVAL, SBX_ENOENT (no such user or cwd), SBX_EACCES, SBX_EDEAD, SBX_EINTR, SBX_EPROTO.
- * A timeout is not an error: res->timed_out is set and res->signal is SIGKILL. Fills res in
- * every case (zeroed on error); release it with sbx_exec_result_free().
+ * into res. stdin_data is written while output is read, so large input and large output
+ * together cannot deadlock; a process that exits or closes stdin before reading all of it is
+ * not an error. Returns 0 when the command ran (whatever its exit status: see res), or
+ * SBX_EINVAL, SBX_ENOENT (no such user or cwd), SBX_EACCES (cannot switch to the user or
+ * enter cwd), SBX_ENOTDIR (cwd), SBX_EBUSY (256 processes are running), SBX_EDEAD,
+ * SBX_EINTR, SBX_EPROTO, SBX_ETIMEDOUT (the guest did not end the process 5 s after its
+ * timeout). A timeout is not an error: res->timed_out is set and res->signal is SIGKILL.
+ * When the call fails or is interrupted (sbx_interrupt(), the callback), the process group is
+ * killed: nothing started by sbx_exec outlives it. Fills res in every case (zeroed on error);
+ * release it with sbx_exec_result_free().
  */
 SBX_API int sbx_exec(sbx *sb, const sbx_exec_options *o, sbx_exec_result *res);
 
@@ -352,6 +358,7 @@ typedef struct sbx_proc sbx_proc;
  * o->keep_stdin stdin stays open. o->on_output is not used: read output with sbx_proc_read()
  * or collect it with sbx_proc_wait(). Returns 0, or an error like sbx_exec(). Release the
  * handle with sbx_proc_close() (the process goes on running) or after sbx_proc_wait().
+ * Waits at most 60 s for the guest.
  */
 SBX_API int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out);
 
@@ -369,8 +376,9 @@ SBX_API int sbx_proc_attach(sbx *sb, uint32_t pid, sbx_proc **out, uint64_t *dro
 /* The process's pid in the guest. */
 SBX_API uint32_t sbx_proc_pid(const sbx_proc *p);
 
-/* A file descriptor that polls readable when sbx_proc_read() may have something (output or
-   the exit). For event loops; do not read it or close it. */
+/* A file descriptor for event loops (level-triggered): it polls readable while
+   sbx_proc_read() would return without waiting (output, including output the handle has
+   already received, the exit, or an error). Do not read it or close it. */
 SBX_API int sbx_proc_fd(const sbx_proc *p);
 
 /*
@@ -381,15 +389,22 @@ SBX_API int sbx_proc_fd(const sbx_proc *p);
  */
 SBX_API int sbx_proc_read(sbx_proc *p, void *buf, size_t cap, int *stream, unsigned timeout_ms);
 
-/* Writes to the process's stdin (or its terminal). Returns 0 or an error (SBX_EINVAL when
-   stdin was not kept open or has been closed). */
+/* Writes to the process's stdin (or its terminal) and returns once the guest has written all
+   of it into the pipe (like a blocking pipe write: it waits while the process does not read).
+   Output arriving meanwhile is kept for sbx_proc_read(), up to 16 MiB (then SBX_EBUSY: read
+   first). Returns 0, SBX_EINVAL (stdin was not kept open or has been closed), SBX_EIO (the
+   process closed its stdin or exited), SBX_ETIMEDOUT (no progress for 60 s), ... After an
+   error part of the data may have been written. */
 SBX_API int sbx_proc_write(sbx_proc *p, const void *data, size_t len);
 
-/* Closes the process's stdin (EOF). */
+/* Closes the process's stdin (EOF) once what was written before has reached the process.
+   SBX_EINVAL on a terminal (which has no EOF: write ^D, "\x04"). */
 SBX_API int sbx_proc_close_stdin(sbx_proc *p);
 
-/* Sends a signal (SIGTERM, SIGKILL, SIGINT, ... Linux numbers) to the process, or with group
-   to its whole process group. */
+/* Sends a signal (SIGTERM, SIGKILL, SIGINT, ... Linux numbers 1..64; 0 checks existence) to
+   the process, or with group to its whole process group (every process runs in a session
+   of its own, so that is the process and its children unless they left it). SBX_ENOENT once
+   the process has exited. */
 SBX_API int sbx_proc_signal(sbx_proc *p, int signal, int group);
 
 /* Resizes a PTY process's terminal (the process gets SIGWINCH). SBX_EINVAL if it has none. */
@@ -398,8 +413,10 @@ SBX_API int sbx_proc_resize(sbx_proc *p, unsigned rows, unsigned cols);
 /*
  * Waits for the process to exit, collecting output not yet read into res (up to the
  * output_cap given at start; 16 MiB when attached). Returns 0 with res filled, SBX_ETIMEDOUT
- * (the process goes on; call again), SBX_EINTR, SBX_EDEAD, ... timeout_ms: SBX_NO_TIMEOUT
- * waits as long as it takes; 0 polls once.
+ * (the process goes on; call again: output collected so far is kept for that call, not
+ * returned by sbx_proc_read()), SBX_EINTR, SBX_EDEAD, SBX_EBUSY (another handle attached to
+ * the process), ... timeout_ms: SBX_NO_TIMEOUT waits as long as it takes; 0 polls once.
+ * After the exit it can be called again and returns the same status (without output).
  */
 SBX_API int sbx_proc_wait(sbx_proc *p, unsigned timeout_ms, sbx_exec_result *res);
 
@@ -407,7 +424,9 @@ SBX_API int sbx_proc_wait(sbx_proc *p, unsigned timeout_ms, sbx_exec_result *res
    again) unless it was started by sbx_exec. NULL is fine. */
 SBX_API void sbx_proc_close(sbx_proc *p);
 
-/* Sends a signal to any process in the sandbox by pid (group: its process group). */
+/* Sends a signal to any process in the sandbox by pid (group: its process group). Returns 0,
+   SBX_EINVAL, SBX_ENOENT (no such process, or one started through the library that has
+   exited), SBX_EACCES (the guest agent itself, PID 1, is refused), ... */
 SBX_API int sbx_kill(sbx *sb, uint32_t pid, int signal, int group);
 
 typedef struct sbx_proc_info {
@@ -421,8 +440,9 @@ typedef struct sbx_proc_info {
     int attached; /* non-zero: a handle is attached */
 } sbx_proc_info;
 
-/* Lists the processes started through the library (running ones and the last 64 finished).
-   Release with sbx_proc_list_free(). */
+/* Lists the processes started through the library (running ones and the last 64 finished),
+   in start order. argv of a shell command (cmd) is the shell's: {"/bin/bash", "-l", "-c",
+   cmd}. Release with sbx_proc_list_free(). */
 SBX_API int sbx_proc_list(sbx *sb, sbx_proc_info **list, size_t *n);
 SBX_API void sbx_proc_list_free(sbx_proc_info *list, size_t n);
 
@@ -430,7 +450,8 @@ SBX_API void sbx_proc_list_free(sbx_proc_info *list, size_t n);
  * Opens an interactive terminal: a process on a new pseudo-terminal of rows x cols with
  * TERM=xterm-256color. o may be NULL (or have neither argv nor cmd): then the user's login
  * shell runs (`bash -l`, else `sh -l`). Use the sbx_proc_* calls on the handle: read output
- * (SBX_STDOUT), write keys, resize, signal, wait. o->timeout_ms 0 here means none.
+ * (SBX_STDOUT), write keys, resize, signal, wait. o->timeout_ms 0 here means none. Like
+ * sbx_proc_start(), the process goes on when the handle is closed (sbx_proc_attach()).
  */
 SBX_API int sbx_pty_open(sbx *sb, unsigned rows, unsigned cols, const sbx_exec_options *o,
                          sbx_proc **out);
@@ -530,7 +551,10 @@ SBX_API int sbx_rename(sbx *sb, const char *from, const char *to);
 typedef int (*sbx_progress_fn)(void *ctx, uint64_t bytes, uint64_t files);
 
 /* Copies a host file or directory tree into the guest (dst is the new path), or a guest file
-   or tree out to the host. Regular files, directories and symlinks; modes are kept. */
+   or tree out to the host. Regular files, directories and symlinks; modes are kept (copying
+   out drops set-user/group-ID bits); other file types are skipped. An existing directory at
+   dst is merged into, existing files are replaced. progress (may be NULL) is called after
+   every file and every MiB. */
 SBX_API int sbx_copy_in(sbx *sb, const char *host_src, const char *guest_dst,
                         sbx_progress_fn progress, void *ctx);
 SBX_API int sbx_copy_out(sbx *sb, const char *guest_src, const char *host_dst,

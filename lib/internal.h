@@ -101,7 +101,8 @@ struct sbx {
     pthread_mutex_t stop_lock;      /* guards stop_msg */
     char stop_msg[512];
 
-    int ctl_fd; /* agent control connection (Hello done) */
+    int ctl_fd;        /* agent control connection (Hello done) */
+    uint32_t features; /* AGENT_FEATURE_* envd announced */
     sbx_info info;
 
     /* Operations (lib/agent/conn.c): idle envd connections, and a unix socket path instead

@@ -386,6 +386,7 @@ static int connect_agent(struct sbx *sb, const struct waitctx *w)
                      h.kernel_release);
             snprintf(sb->info.envd_version, sizeof(sb->info.envd_version), "%s", h.envd_version);
             sb->info.protocol_version = h.protocol_version;
+            sb->features = h.features;
             sb->info.guest_cpus = h.cpus;
             sb->info.guest_mem_kib = h.mem_total_kib;
             snprintf(sb->info.os_name, sizeof(sb->info.os_name), "%s", h.os_name);

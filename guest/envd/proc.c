@@ -1,16 +1,1509 @@
 // SPDX-License-Identifier: Apache-2.0
-/* envd: processes and PTYs (placeholder until implemented). */
+/* envd: processes and PTYs (ProcStart, ProcAttach, ProcInput, ProcSignal, ProcResize, ProcList). */
+
+/*
+ * Process model
+ * -------------
+ * Every process envd starts has a record here from ProcStart until it is forgotten (64
+ * finished records are kept). A record is "live" until the process was reaped and its output
+ * pipes are closed, then "finished" (its exit status is known and stays available).
+ *
+ * Output: the process's stdout/stderr pipes (or PTY master) are non-blocking watchers. What
+ * is read goes into the record's output queue (chunks tagged with their stream, so each
+ * stream keeps its order), and from there into ProcOutput frames on the attached connection.
+ *  - Attached: the pipes are polled only while the connection is writable and less than
+ *    64 KiB are queued; otherwise the watchers pause and the op's drain callback resumes them
+ *    once the host has read. A slow host therefore slows the process (it blocks on a full
+ *    pipe) instead of growing envd.
+ *  - Detached: the pipes are always read; the queue keeps the newest 1 MiB (32 MiB for all
+ *    processes together), dropping and counting the oldest bytes (ProcStarted.dropped_bytes).
+ * Exit: ProcExit is sent after the queued output, once the process was reaped and both pipes
+ * reached EOF. A background grandchild that inherited the pipes would keep them open forever,
+ * so 100 ms after the reap whatever is readable is taken and the pipes are closed.
+ * Input: ProcInput data is written to stdin (or the PTY master) at once as far as the pipe
+ * takes it; the rest waits in a per-process queue of at most 1 MiB (beyond that: BUSY) and is
+ * written when the fd polls writable. ProcInput.ack asks for an Ok once the frame's data is
+ * written, which the host uses as a window so the queue never fills.
+ * Children: fork, then in the child a new session (setsid, so kill(-pid) reaches the whole
+ * process group), the PTY as controlling terminal, the user's groups/gid/uid, the cwd, the
+ * signal mask and dispositions envd changed restored, and exec. Failures before exec travel
+ * back through a close-on-exec status pipe (ProcStart answers Error); a failed exec prints a
+ * shell-like message on the child's stderr and exits 127 (not found) or 126 (not executable).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
 #include "envd.h"
+
+#define MAX_LIVE        256          /* running processes (ProcStart beyond: BUSY) */
+#define MAX_FINISHED    64           /* finished processes remembered */
+#define MAX_ARGS        4096         /* argv entries */
+#define MAX_ENVS        4096         /* per-request environment entries */
+#define MAX_STR         (128u << 10) /* one argv / env string (the kernel's MAX_ARG_STRLEN) */
+#define MAX_ARG_TOTAL   (1u << 20)   /* argv + envs of one request, bytes */
+#define MAX_TAG         1024
+#define MAX_PATH        4096
+#define MAX_PTY_SIZE    1000
+#define LIST_ARGV_MAX   4096        /* bytes of argv kept for ProcList (bounds the reply's size) */
+#define CHUNK_MAX       (64u << 10) /* one ProcOutput */
+#define ATTACHED_QUEUE  (64u << 10) /* read output while attached only below this */
+#define DETACHED_MAX    (1u << 20)  /* output kept per process while detached */
+#define BUFFERED_MAX    (32u << 20) /* output kept for all detached / finished processes */
+#define STDIN_QUEUE_MAX (1u << 20)  /* input not yet written, per process */
+#define STDIN_DATA_MAX  (64u << 10) /* one ProcInput */
+#define EXIT_GRACE_MS   100         /* after the reap, wait this long for the pipes' EOF */
+#define GRACE_READ_MAX  (4u << 20)  /* taken from the pipes when the grace ends */
+#define BASE_PATH       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+typedef Sbx__Agent__Frame Frame;
+
+struct chunk {
+    struct chunk *next;
+    uint8_t stream;
+    uint32_t off, len, cap;
+    uint8_t data[];
+};
+
+struct proc;
+
+/* A ProcInput with ack, answered once in_written reaches end. */
+struct ack {
+    struct ack *next;
+    struct proc *p;
+    struct conn *c;
+    uint32_t id;
+    uint64_t end;
+    bool eof;    /* answered when stdin is closed */
+    bool own_op; /* c is a request connection kept busy by this ack (ack_op) */
+};
+
+struct proc {
+    struct proc *next;
+    pid_t pid;
+    bool pty;
+    bool reaped;   /* the wait status is known */
+    bool finished; /* reaped and output pipes closed: ProcExit can be sent */
+    bool deadline_killed, kill_on_detach;
+    int status;
+    uint64_t start_ms, end_ms, deadline_ms, grace_ms, finish_seq;
+    char **argv; /* NULL-terminated */
+    char *cwd, *tag;
+    /* Output */
+    struct watcher out_w, err_w; /* fd -1 once closed */
+    struct chunk *qh, *qt;
+    size_t qbytes;
+    uint64_t dropped;
+    /* Input: stdin pipe or a dup of the PTY master; fd -1 when none or closed. */
+    struct watcher in_w;
+    bool has_stdin; /* stdin was kept open at start (or a PTY) */
+    uint8_t *inq;
+    size_t in_off, in_len, in_cap;
+    bool in_eof; /* close once the queue is written */
+    uint64_t in_accepted, in_written;
+    struct ack *acks;
+    /* The attached connection (NULL: detached) and its ProcStart / ProcAttach id. */
+    struct conn *conn;
+    uint32_t op_id;
+};
+
+/* envd is single-threaded; these are its one process table. */
+static struct proc *procs; /* oldest first */
+static unsigned nlive, nfinished;
+static size_t buffered_detached; /* output bytes queued by detached / finished processes */
+static uint64_t finish_counter;
+static struct rlimit nofile_orig;
+static bool nofile_done;
+
+static void attached_frame(struct server *s, struct conn *c, const Frame *f, void *arg);
+static bool attached_drain(struct server *s, struct conn *c, void *arg);
+static void attached_closed(struct server *s, struct conn *c, void *arg);
+static const struct conn_op attached_op = {attached_frame, attached_drain, attached_closed};
+
+static void ack_frame(struct server *s, struct conn *c, const Frame *f, void *arg);
+static void ack_closed(struct server *s, struct conn *c, void *arg);
+static const struct conn_op ack_op = {ack_frame, NULL, ack_closed};
+
+static void invalid(struct conn *c, uint32_t id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void invalid(struct conn *c, uint32_t id, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0, "%s", msg);
+}
+
+/* --- the table --------------------------------------------------------------------------- */
+
+static struct proc *find_proc(uint32_t pid)
+{
+    if (pid == 0 || pid > INT32_MAX)
+        return NULL;
+    /* A pid may be reused: a live record wins over a finished one, the newest finished over
+       older ones. */
+    struct proc *fin = NULL;
+    for (struct proc *p = procs; p; p = p->next) {
+        if (p->pid != (pid_t)pid)
+            continue;
+        if (!p->finished)
+            return p;
+        fin = p;
+    }
+    return fin;
+}
+
+static bool is_attached_elsewhere(const struct proc *p)
+{
+    return p->conn != NULL;
+}
+
+static void queue_free(struct proc *p)
+{
+    while (p->qh) {
+        struct chunk *ch = p->qh;
+        p->qh = ch->next;
+        free(ch);
+    }
+    p->qt = NULL;
+    if (!p->conn)
+        buffered_detached -= p->qbytes;
+    p->qbytes = 0;
+}
+
+static void proc_free(struct server *s, struct proc *p)
+{
+    server_unwatch(s, &p->out_w);
+    server_unwatch(s, &p->err_w);
+    server_unwatch(s, &p->in_w);
+    if (p->out_w.fd >= 0)
+        close(p->out_w.fd);
+    if (p->err_w.fd >= 0)
+        close(p->err_w.fd);
+    if (p->in_w.fd >= 0)
+        close(p->in_w.fd);
+    queue_free(p);
+    free(p->inq);
+    for (size_t i = 0; p->argv && p->argv[i]; i++)
+        free(p->argv[i]);
+    free(p->argv);
+    free(p->cwd);
+    free(p->tag);
+    free(p);
+}
+
+static void unlink_proc(struct proc *p)
+{
+    for (struct proc **pp = &procs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+}
+
+/* Forgets the oldest finished records beyond MAX_FINISHED (never one a connection streams). */
+static void evict(struct server *s)
+{
+    while (nfinished > MAX_FINISHED) {
+        struct proc *old = NULL;
+        for (struct proc *p = procs; p; p = p->next)
+            if (p->finished && !p->conn && (!old || p->finish_seq < old->finish_seq))
+                old = p;
+        if (!old)
+            return;
+        unlink_proc(old);
+        nfinished--;
+        proc_free(s, old);
+    }
+}
+
+/* --- output queue ------------------------------------------------------------------------ */
+
+static void queue_drop_head(struct proc *p, size_t n)
+{
+    while (n > 0 && p->qh) {
+        struct chunk *ch = p->qh;
+        size_t have = ch->len - ch->off;
+        size_t k = n < have ? n : have;
+        ch->off += (uint32_t)k;
+        n -= k;
+        p->qbytes -= k;
+        if (!p->conn)
+            buffered_detached -= k;
+        if (ch->off == ch->len) {
+            p->qh = ch->next;
+            if (!p->qh)
+                p->qt = NULL;
+            free(ch);
+        }
+    }
+}
+
+/* Keeps a detached process's queue within its own and the global cap. */
+static void detached_trim(struct proc *p)
+{
+    if (p->qbytes > DETACHED_MAX) {
+        size_t n = p->qbytes - DETACHED_MAX;
+        p->dropped += n;
+        queue_drop_head(p, n);
+    }
+    /* Over the global cap: the output of the longest-finished processes goes first, then
+       this one's oldest. */
+    while (buffered_detached > BUFFERED_MAX) {
+        struct proc *old = NULL;
+        for (struct proc *q = procs; q; q = q->next)
+            if (q != p && q->finished && !q->conn && q->qbytes &&
+                (!old || q->finish_seq < old->finish_seq))
+                old = q;
+        if (!old)
+            break;
+        old->dropped += old->qbytes;
+        queue_drop_head(old, old->qbytes);
+    }
+    if (buffered_detached > BUFFERED_MAX) {
+        size_t n = buffered_detached - BUFFERED_MAX;
+        if (n > p->qbytes)
+            n = p->qbytes;
+        p->dropped += n;
+        queue_drop_head(p, n);
+    }
+}
+
+static bool queue_append(struct proc *p, int stream, const uint8_t *data, size_t n)
+{
+    while (n > 0) {
+        struct chunk *t = p->qt;
+        if (!t || t->stream != stream || t->len == t->cap) {
+            uint32_t cap = n < 4096 ? 4096 : (n > CHUNK_MAX ? CHUNK_MAX : (uint32_t)n);
+            t = malloc(sizeof(*t) + cap);
+            if (!t)
+                return false;
+            *t = (struct chunk){.stream = (uint8_t)stream, .cap = cap};
+            if (p->qt)
+                p->qt->next = t;
+            else
+                p->qh = t;
+            p->qt = t;
+        }
+        size_t k = t->cap - t->len;
+        if (k > n)
+            k = n;
+        memcpy(t->data + t->len, data, k);
+        t->len += (uint32_t)k;
+        data += k;
+        n -= k;
+        p->qbytes += k;
+        if (!p->conn)
+            buffered_detached += k;
+    }
+    return true;
+}
+
+/* --- watchers ---------------------------------------------------------------------------- */
+
+static void update_watch(struct proc *p)
+{
+    bool want = !p->conn || (conn_writable(p->conn) && p->qbytes < ATTACHED_QUEUE);
+    p->out_w.events = p->out_w.fd >= 0 && want ? POLLIN : 0;
+    p->err_w.events = p->err_w.fd >= 0 && want ? POLLIN : 0;
+    p->in_w.events = p->in_w.fd >= 0 && p->in_len > p->in_off ? POLLOUT : 0;
+}
+
+static void send_exit(struct proc *p)
+{
+    Sbx__Agent__ProcExit e = SBX__AGENT__PROC_EXIT__INIT;
+    if (WIFEXITED(p->status)) {
+        e.exit_code = WEXITSTATUS(p->status);
+    } else {
+        e.exit_code = -1;
+        e.signal = WIFSIGNALED(p->status) ? WTERMSIG(p->status) : 0;
+    }
+    e.timed_out = p->deadline_killed && WIFSIGNALED(p->status);
+    e.duration_ms = p->end_ms - p->start_ms;
+    Frame f = SBX__AGENT__FRAME__INIT;
+    f.id = p->op_id;
+    f.body_case = SBX__AGENT__FRAME__BODY_PROC_EXIT;
+    f.proc_exit = &e;
+    conn_send(p->conn, &f);
+}
+
+/* Moves queued output to the attached connection while it is writable; after the last of
+   it, ProcExit ends the attachment. May detach p (never frees it). */
+static void proc_flush(struct proc *p)
+{
+    struct conn *c = p->conn;
+    if (!c)
+        return;
+    while (p->qh && conn_writable(c)) {
+        struct chunk *ch = p->qh;
+        Sbx__Agent__ProcOutput o = SBX__AGENT__PROC_OUTPUT__INIT;
+        o.stream = ch->stream;
+        o.data.data = ch->data + ch->off;
+        o.data.len = ch->len - ch->off;
+        Frame f = SBX__AGENT__FRAME__INIT;
+        f.id = p->op_id;
+        f.body_case = SBX__AGENT__FRAME__BODY_PROC_OUTPUT;
+        f.proc_output = &o;
+        conn_send(c, &f);
+        queue_drop_head(p, ch->len - ch->off);
+    }
+    if (!p->qh && p->finished && conn_writable(c)) {
+        send_exit(p);
+        conn_set_op(c, NULL, NULL);
+        p->conn = NULL;
+        p->kill_on_detach = false;
+    }
+    update_watch(p);
+}
+
+static void close_watch(struct server *s, struct watcher *w)
+{
+    server_unwatch(s, w);
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    w->events = 0;
+}
+
+/* --- input ------------------------------------------------------------------------------- */
+
+static void ack_answer(struct ack *a, int err)
+{
+    if (err)
+        conn_errno(a->c, a->id, err, "stdin of process %d", (int)a->p->pid);
+    else
+        conn_ok(a->c, a->id);
+    if (a->own_op)
+        conn_set_op(a->c, NULL, NULL);
+    free(a);
+}
+
+/* Answers the acks that are due: written up to their end (eof ones: stdin closed). With
+   fail_err, all remaining ones fail with it. */
+static void acks_settle(struct proc *p, bool in_closed, int fail_err)
+{
+    struct ack **pp = &p->acks;
+    while (*pp) {
+        struct ack *a = *pp;
+        bool done = p->in_written >= a->end && (!a->eof || in_closed);
+        if (done || fail_err) {
+            *pp = a->next;
+            ack_answer(a, done ? 0 : fail_err);
+        } else {
+            pp = &a->next;
+        }
+    }
+}
+
+/* Drops the acks of a connection that is going away or detached (err 0: it is being freed,
+   nothing can be sent on it). */
+static void acks_forget_conn(struct proc *p, struct conn *c, int err)
+{
+    struct ack **pp = &p->acks;
+    while (*pp) {
+        struct ack *a = *pp;
+        if (a->c == c && !a->own_op) {
+            *pp = a->next;
+            if (err)
+                ack_answer(a, err);
+            else
+                free(a);
+        } else {
+            pp = &a->next;
+        }
+    }
+}
+
+static void close_in(struct server *s, struct proc *p, int err)
+{
+    close_watch(s, &p->in_w);
+    free(p->inq);
+    p->inq = NULL;
+    p->in_off = p->in_len = p->in_cap = 0;
+    acks_settle(p, err == 0, err ? err : EPIPE);
+}
+
+static void try_write(struct server *s, struct proc *p)
+{
+    if (p->in_w.fd < 0)
+        return;
+    size_t budget = 256u << 10; /* per wakeup, like output */
+    while (p->in_len > p->in_off && budget > 0) {
+        size_t n = p->in_len - p->in_off;
+        if (n > budget)
+            n = budget;
+        ssize_t w = write(p->in_w.fd, p->inq + p->in_off, n);
+        if (w > 0) {
+            p->in_off += (size_t)w;
+            p->in_written += (uint64_t)w;
+            budget -= (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            /* EPIPE: the process closed its stdin (or exited); EIO: the PTY is gone. */
+            close_in(s, p, w < 0 ? errno : EIO);
+            return;
+        }
+    }
+    if (p->in_off == p->in_len) {
+        p->in_off = p->in_len = 0;
+        if (p->in_eof && !p->pty) {
+            close_in(s, p, 0);
+            return;
+        }
+    }
+    acks_settle(p, false, 0);
+    update_watch(p);
+}
+
+static void on_input_ready(struct server *s, struct watcher *w, short revents)
+{
+    struct proc *p = w->arg;
+    if (revents & (POLLERR | POLLNVAL)) {
+        close_in(s, p, EPIPE);
+        update_watch(p);
+        return;
+    }
+    try_write(s, p);
+}
+
+/* ProcInput for p from connection c (in_op: c is attached to a process, else it is a
+   request connection). */
+static void proc_input(struct server *s, struct conn *c, uint32_t id, struct proc *p,
+                       const Sbx__Agent__ProcInput *in, bool in_op)
+{
+    if (in->data.len > STDIN_DATA_MAX) {
+        invalid(c, id, "ProcInput carries %zu bytes; at most %u", in->data.len, STDIN_DATA_MAX);
+        return;
+    }
+    if (!p->has_stdin) {
+        invalid(c, id, "process %d was started without stdin", (int)p->pid);
+        return;
+    }
+    if (p->in_w.fd < 0 || (p->in_eof && !p->pty)) {
+        conn_errno(c, id, EPIPE, "stdin of process %d is closed", (int)p->pid);
+        return;
+    }
+    if (in->ack && in_op && p->conn != c) {
+        invalid(c, id,
+                "acknowledged input for process %d on a connection attached to another "
+                "process",
+                (int)p->pid);
+        return;
+    }
+    size_t queued = p->in_len - p->in_off;
+    if (queued + in->data.len > STDIN_QUEUE_MAX) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY, 0,
+                   "stdin queue of process %d is full (%zu bytes not read by the process)",
+                   (int)p->pid, queued);
+        return;
+    }
+    if (in->data.len > 0) {
+        if (p->in_cap - p->in_len < in->data.len) {
+            if (p->in_off > 0) {
+                memmove(p->inq, p->inq + p->in_off, queued);
+                p->in_len = queued;
+                p->in_off = 0;
+            }
+            if (p->in_cap - p->in_len < in->data.len) {
+                size_t cap = p->in_len + in->data.len;
+                uint8_t *b = realloc(p->inq, cap);
+                if (!b) {
+                    conn_errno(c, id, ENOMEM, "stdin queue");
+                    return;
+                }
+                p->inq = b;
+                p->in_cap = cap;
+            }
+        }
+        memcpy(p->inq + p->in_len, in->data.data, in->data.len);
+        p->in_len += in->data.len;
+        p->in_accepted += in->data.len;
+    }
+    if (in->eof && !p->pty)
+        p->in_eof = true;
+    if (in->ack) {
+        struct ack *a = calloc(1, sizeof(*a));
+        if (!a) {
+            conn_errno(c, id, ENOMEM, "stdin");
+            return;
+        }
+        *a = (struct ack){.p = p,
+                          .c = c,
+                          .id = id,
+                          .end = p->in_accepted,
+                          .eof = in->eof && !p->pty,
+                          .own_op = !in_op};
+        /* Appended: acks are answered in order. */
+        struct ack **pp = &p->acks;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = a;
+        if (!in_op)
+            conn_set_op(c, &ack_op, a);
+    }
+    try_write(s, p);
+}
+
+static void ack_frame(struct server *s, struct conn *c, const Frame *f, void *arg)
+{
+    conn_fail(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+              "%s while a ProcInput waits for its acknowledgement", frame_body_name(f->body_case));
+}
+
+static void ack_closed(struct server *s, struct conn *c, void *arg)
+{
+    struct ack *a = arg;
+    for (struct ack **pp = &a->p->acks; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    free(a);
+}
+
+/* --- output ------------------------------------------------------------------------------ */
+
+static void finish(struct server *s, struct proc *p)
+{
+    p->finished = true;
+    p->finish_seq = ++finish_counter;
+    nlive--;
+    nfinished++;
+    close_in(s, p, EPIPE);
+    if (p->conn)
+        proc_flush(p);
+}
+
+static void check_finish(struct server *s, struct proc *p)
+{
+    if (p->reaped && !p->finished && p->out_w.fd < 0 && p->err_w.fd < 0)
+        finish(s, p);
+}
+
+static void got_output(struct proc *p, int stream, const uint8_t *data, size_t n)
+{
+    if (!queue_append(p, stream, data, n)) {
+        log_msg("out of memory for the output of process %d; dropped %zu bytes", (int)p->pid, n);
+        p->dropped += n;
+        return;
+    }
+    if (p->conn)
+        proc_flush(p);
+    else
+        detached_trim(p);
+}
+
+static void on_output(struct server *s, struct watcher *w, short revents)
+{
+    static uint8_t buf[CHUNK_MAX];
+    struct proc *p = w->arg;
+    int stream =
+        w == &p->err_w ? SBX__AGENT__STREAM__STREAM_STDERR : SBX__AGENT__STREAM__STREAM_STDOUT;
+    ssize_t n = read(w->fd, buf, sizeof(buf));
+    if (n > 0) {
+        got_output(p, stream, buf, (size_t)n);
+    } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        /* EOF; a PTY master reads EIO once no process has the terminal open any more. */
+        close_watch(s, w);
+        check_finish(s, p);
+    }
+    update_watch(p);
+}
+
+/* The grace after the reap ran out: take what the pipes hold and close them. */
+static void grace_over(struct server *s, struct proc *p)
+{
+    static uint8_t buf[CHUNK_MAX];
+    struct watcher *ws[2] = {&p->out_w, &p->err_w};
+    for (int i = 0; i < 2; i++) {
+        struct watcher *w = ws[i];
+        int stream = i ? SBX__AGENT__STREAM__STREAM_STDERR : SBX__AGENT__STREAM__STREAM_STDOUT;
+        size_t total = 0;
+        while (w->fd >= 0 && total < GRACE_READ_MAX) {
+            ssize_t n = read(w->fd, buf, sizeof(buf));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            total += (size_t)n;
+            if (!queue_append(p, stream, buf, (size_t)n))
+                break;
+            if (!p->conn)
+                detached_trim(p);
+        }
+        close_watch(s, w);
+    }
+    check_finish(s, p);
+}
+
+/* --- attached connections ---------------------------------------------------------------- */
+
+static void attach(struct proc *p, struct conn *c, uint32_t id)
+{
+    /* The queue stops counting towards the detached budget. */
+    buffered_detached -= p->qbytes;
+    p->conn = c;
+    p->op_id = id;
+    conn_set_op(c, &attached_op, p);
+    Sbx__Agent__ProcStarted st = SBX__AGENT__PROC_STARTED__INIT;
+    st.pid = (uint32_t)p->pid;
+    st.dropped_bytes = p->dropped;
+    p->dropped = 0;
+    Frame f = SBX__AGENT__FRAME__INIT;
+    f.id = id;
+    f.body_case = SBX__AGENT__FRAME__BODY_PROC_STARTED;
+    f.proc_started = &st;
+    conn_send(c, &f);
+    proc_flush(p);
+}
+
+/* p loses its connection (closed: c is being freed; else another connection takes over). */
+static void detach(struct proc *p, bool closed)
+{
+    struct conn *c = p->conn;
+    acks_forget_conn(p, c, closed ? 0 : EBUSY);
+    p->conn = NULL;
+    buffered_detached += p->qbytes;
+    if (closed && p->kill_on_detach && !p->reaped) {
+        kill(-p->pid, SIGKILL);
+        kill(p->pid, SIGKILL);
+    }
+    detached_trim(p);
+    update_watch(p);
+}
+
+static bool attached_drain(struct server *s, struct conn *c, void *arg)
+{
+    proc_flush(arg);
+    return false;
+}
+
+static void attached_closed(struct server *s, struct conn *c, void *arg)
+{
+    detach(arg, true);
+}
+
+/* --- requests ---------------------------------------------------------------------------- */
+
+static void proc_signal(struct server *s, struct conn *c, uint32_t id, struct proc *cur,
+                        const Sbx__Agent__ProcSignal *sg)
+{
+    if (sg->signal < 0 || sg->signal > 64) {
+        invalid(c, id, "signal %d is out of range", sg->signal);
+        return;
+    }
+    if (sg->pid > INT32_MAX) {
+        invalid(c, id, "pid %u is out of range", sg->pid);
+        return;
+    }
+    struct proc *p = sg->pid ? find_proc(sg->pid) : cur;
+    if (!sg->pid && !p) {
+        invalid(c, id, "ProcSignal with pid 0 on a connection not attached to a process");
+        return;
+    }
+    pid_t pid = p ? p->pid : (pid_t)sg->pid;
+    if (pid == 1 || pid == getpid()) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PERMISSION, EPERM,
+                   "refusing to signal envd");
+        return;
+    }
+    if (p && p->reaped) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                   "process %d has exited", (int)pid);
+        return;
+    }
+    pid_t target = pid;
+    if (!p) {
+        /* Not one of ours. In test mode envd is an ordinary process on a developer's machine:
+           only what it started may be signalled. */
+        if (server_config(s)->test_mode) {
+            conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                       "process %d was not started by envd", (int)pid);
+            return;
+        }
+        if (sg->group) {
+            pid_t pg = getpgid(pid);
+            if (pg < 0) {
+                conn_errno(c, id, errno, "process %d", (int)pid);
+                return;
+            }
+            if (pg <= 1 || pg == getpgrp()) {
+                conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PERMISSION, EPERM,
+                           "refusing to signal envd's process group");
+                return;
+            }
+            target = pg;
+        }
+    }
+    if (kill(sg->group ? -target : target, sg->signal) < 0) {
+        conn_errno(c, id, errno, "signal %d to %s %d", sg->signal,
+                   sg->group ? "process group" : "process", (int)target);
+        return;
+    }
+    conn_ok(c, id);
+}
+
+static bool valid_size(const Sbx__Agent__PtySize *sz)
+{
+    return sz && sz->rows >= 1 && sz->rows <= MAX_PTY_SIZE && sz->cols >= 1 &&
+           sz->cols <= MAX_PTY_SIZE;
+}
+
+static void proc_resize(struct server *s, struct conn *c, uint32_t id, struct proc *cur,
+                        const Sbx__Agent__ProcResize *rz)
+{
+    struct proc *p = rz->pid ? find_proc(rz->pid) : cur;
+    if (!p) {
+        if (rz->pid)
+            conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                       "no process %u started by envd", rz->pid);
+        else
+            invalid(c, id, "ProcResize with pid 0 on a connection not attached to a process");
+        return;
+    }
+    if (!p->pty) {
+        invalid(c, id, "process %d has no terminal", (int)p->pid);
+        return;
+    }
+    if (!valid_size(rz->size)) {
+        invalid(c, id, "terminal size must be 1..%d rows and columns", MAX_PTY_SIZE);
+        return;
+    }
+    /* The master: the output watcher's fd, else the input dup (both close at the end). */
+    int fd = p->out_w.fd >= 0 ? p->out_w.fd : p->in_w.fd;
+    if (p->finished || fd < 0) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                   "process %d has exited", (int)p->pid);
+        return;
+    }
+    struct winsize ws = {.ws_row = (unsigned short)rz->size->rows,
+                         .ws_col = (unsigned short)rz->size->cols};
+    if (ioctl(fd, TIOCSWINSZ, &ws) < 0) {
+        conn_errno(c, id, errno, "resizing the terminal");
+        return;
+    }
+    conn_ok(c, id);
+}
+
+static void proc_list(struct conn *c, uint32_t id)
+{
+    size_t n = 0;
+    for (struct proc *p = procs; p; p = p->next)
+        n++;
+    Sbx__Agent__ProcInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    Sbx__Agent__ProcInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    Sbx__Agent__ProcExit *exits = calloc(n ? n : 1, sizeof(*exits));
+    if (!infos || !ptrs || !exits) {
+        free(infos);
+        free(ptrs);
+        free(exits);
+        conn_errno(c, id, ENOMEM, "listing processes");
+        return;
+    }
+    size_t i = 0;
+    for (struct proc *p = procs; p; p = p->next, i++) {
+        Sbx__Agent__ProcInfo *in = &infos[i];
+        sbx__agent__proc_info__init(in);
+        in->pid = (uint32_t)p->pid;
+        size_t argc = 0;
+        while (p->argv[argc])
+            argc++;
+        in->n_argv = argc;
+        in->argv = p->argv;
+        in->cwd = p->cwd;
+        in->tag = p->tag;
+        in->running = !p->reaped;
+        in->pty = p->pty;
+        in->attached = p->conn != NULL;
+        if (p->reaped) {
+            Sbx__Agent__ProcExit *e = &exits[i];
+            sbx__agent__proc_exit__init(e);
+            if (WIFEXITED(p->status)) {
+                e->exit_code = WEXITSTATUS(p->status);
+            } else {
+                e->exit_code = -1;
+                e->signal = WIFSIGNALED(p->status) ? WTERMSIG(p->status) : 0;
+            }
+            e->timed_out = p->deadline_killed && WIFSIGNALED(p->status);
+            e->duration_ms = p->end_ms - p->start_ms;
+            in->exit = e;
+        }
+        ptrs[i] = in;
+    }
+    Sbx__Agent__ProcList l = SBX__AGENT__PROC_LIST__INIT;
+    l.n_procs = n;
+    l.procs = ptrs;
+    Frame f = SBX__AGENT__FRAME__INIT;
+    f.id = id;
+    f.body_case = SBX__AGENT__FRAME__BODY_PROC_LIST;
+    f.proc_list = &l;
+    conn_send(c, &f);
+    free(infos);
+    free(ptrs);
+    free(exits);
+}
+
+static void proc_attach(struct server *s, struct conn *c, uint32_t id,
+                        const Sbx__Agent__ProcAttach *a)
+{
+    struct proc *p = find_proc(a->pid);
+    if (!p) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                   "no process %u started by envd (or it finished too long ago)", a->pid);
+        return;
+    }
+    if (is_attached_elsewhere(p)) {
+        struct conn *old = p->conn;
+        uint32_t old_id = p->op_id;
+        detach(p, false);
+        conn_error(old, old_id, SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY, 0,
+                   "process %d was attached by another connection", (int)p->pid);
+        conn_set_op(old, NULL, NULL);
+        /* kill_on_detach belongs to the starting connection. */
+        p->kill_on_detach = false;
+    }
+    attach(p, c, id);
+}
+
+/* --- starting processes ------------------------------------------------------------------ */
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* A growing NULL-terminated "KEY=VALUE" list where a later entry replaces an earlier one
+   with the same key. */
+struct envlist {
+    char **v;
+    size_t n, cap;
+};
+
+static bool env_set(struct envlist *e, const char *kv)
+{
+    size_t klen = strcspn(kv, "=");
+    for (size_t i = 0; i < e->n; i++)
+        if (strncmp(e->v[i], kv, klen) == 0 && e->v[i][klen] == '=') {
+            char *d = strdup(kv);
+            if (!d)
+                return false;
+            free(e->v[i]);
+            e->v[i] = d;
+            return true;
+        }
+    if (e->n + 2 > e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 32;
+        char **v = realloc(e->v, cap * sizeof(*v));
+        if (!v)
+            return false;
+        e->v = v;
+        e->cap = cap;
+    }
+    if (!(e->v[e->n] = strdup(kv)))
+        return false;
+    e->v[++e->n] = NULL;
+    return true;
+}
+
+static bool env_setf(struct envlist *e, const char *key, const char *val)
+{
+    size_t n = strlen(key) + strlen(val) + 2;
+    char *kv = malloc(n);
+    if (!kv)
+        return false;
+    snprintf(kv, n, "%s=%s", key, val);
+    bool ok = env_set(e, kv);
+    free(kv);
+    return ok;
+}
+
+static bool valid_env(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    return eq && eq != kv && strlen(kv) <= MAX_STR;
+}
+
+/* Why a child failed before exec, sent through the status pipe. */
+struct child_err {
+    int stage; /* 1 terminal/session, 2 user, 3 cwd, 4 fds */
+    int err;
+};
+
+static void child_fail(int fd, int stage)
+{
+    struct child_err ce = {stage, errno};
+    ssize_t w = write(fd, &ce, sizeof(ce));
+    (void)w;
+    _exit(125);
+}
+
+static void child_say(const char *a, const char *b)
+{
+    char msg[600];
+    int n = snprintf(msg, sizeof(msg), "%.256s: %.256s\n", a, b);
+    if (n > 0) {
+        ssize_t w = write(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+        (void)w;
+    }
+}
+
+/* Moves fd to >= 3 so dup2 onto 0..2 cannot clobber another source fd. */
+static int high_fd(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+struct spawn {
+    char **argv, **envp;
+    const char *cwd;
+    const struct envd_user *u;
+    gid_t groups[64];
+    int ngroups;
+    bool switch_user;
+    int in_fd, out_fd, err_fd; /* child's ends (for a PTY: the slave in all three) */
+    bool pty;
+    int status_fd;
+};
+
+static void child(const struct spawn *sp) __attribute__((noreturn));
+static void child(const struct spawn *sp)
+{
+    int st = sp->status_fd;
+    if (setsid() < 0)
+        child_fail(st, 1);
+    int in = high_fd(sp->in_fd), out = high_fd(sp->out_fd), err = high_fd(sp->err_fd);
+    if (in < 0 || out < 0 || err < 0)
+        child_fail(st, 4);
+    if (sp->pty && ioctl(in, TIOCSCTTY, 0) < 0)
+        child_fail(st, 1);
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+        child_fail(st, 4);
+        /* Nothing else of envd's may leak into the process: mark every other fd close-on-exec
+           (the status pipe already is, and must stay open until exec). */
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */) != 0)
+#endif
+    {
+        for (int fd = 3; fd < 65536; fd++)
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    /* envd blocks SIGCHLD (for its signalfd) and ignores SIGPIPE; both survive exec. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    if (nofile_done)
+        setrlimit(RLIMIT_NOFILE, &nofile_orig);
+    if (sp->switch_user) {
+        if (setgroups((size_t)sp->ngroups, sp->groups) < 0 || setgid(sp->u->gid) < 0 ||
+            setuid(sp->u->uid) < 0)
+            child_fail(st, 2);
+    }
+    if (chdir(sp->cwd) < 0)
+        child_fail(st, 3);
+    extern char **environ;
+    environ = sp->envp;
+    execvp(sp->argv[0], sp->argv);
+    int e = errno;
+    bool notfound = e == ENOENT || e == ENOTDIR;
+    if (notfound && !strchr(sp->argv[0], '/'))
+        child_say(sp->argv[0], "command not found");
+    else
+        child_say(sp->argv[0], strerror(e));
+    _exit(notfound ? 127 : 126);
+}
+
+/* After the exec, argv is only shown by ProcList: keep its first LIST_ARGV_MAX bytes, so a
+   list of every process fits a frame. */
+static void shorten_argv(struct proc *p)
+{
+    size_t budget = LIST_ARGV_MAX;
+    for (size_t i = 0; p->argv[i]; i++) {
+        size_t l = strlen(p->argv[i]);
+        if (budget == 0) {
+            for (size_t j = i; p->argv[j]; j++)
+                free(p->argv[j]);
+            p->argv[i] = NULL;
+            return;
+        }
+        /* Each entry costs its bytes plus one (a protobuf length byte, at least). */
+        if (l + 1 > budget)
+            p->argv[i][budget - 1] = '\0'; /* the allocation stays; only the string shrinks */
+        budget -= l + 1 > budget ? budget : l + 1;
+    }
+}
+
+static void raise_nofile(void)
+{
+    if (nofile_done)
+        return;
+    nofile_done = true;
+    if (getrlimit(RLIMIT_NOFILE, &nofile_orig) < 0) {
+        nofile_done = false;
+        return;
+    }
+    /* Up to ~4 fds per process, plus connections and watches. */
+    struct rlimit r = nofile_orig;
+    if (r.rlim_cur < 8192) {
+        r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > 8192 ? 8192 : r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void proc_start(struct server *s, struct conn *c, uint32_t id,
+                       const Sbx__Agent__ProcStart *ps)
+{
+    bool has_argv = ps->n_argv > 0, has_shell = ps->shell[0] != '\0';
+    bool pty = ps->pty != NULL;
+    if (has_argv && has_shell) {
+        invalid(c, id, "ProcStart has both argv and shell");
+        return;
+    }
+    if (!has_argv && !has_shell && !pty) {
+        invalid(c, id, "ProcStart has neither argv nor shell");
+        return;
+    }
+    if (pty && !valid_size(ps->pty)) {
+        invalid(c, id, "terminal size %ux%u: rows and columns must be 1..%d", ps->pty->rows,
+                ps->pty->cols, MAX_PTY_SIZE);
+        return;
+    }
+    if (ps->n_argv > MAX_ARGS || ps->n_envs > MAX_ENVS) {
+        invalid(c, id, "%zu arguments and %zu environment entries; at most %d and %d", ps->n_argv,
+                ps->n_envs, MAX_ARGS, MAX_ENVS);
+        return;
+    }
+    size_t total = strlen(ps->shell);
+    for (size_t i = 0; i < ps->n_argv; i++) {
+        size_t l = strlen(ps->argv[i]);
+        if (l > MAX_STR) {
+            invalid(c, id, "argument %zu is longer than %u bytes", i, MAX_STR);
+            return;
+        }
+        total += l + 1;
+    }
+    if (has_argv && !ps->argv[0][0]) {
+        invalid(c, id, "argv[0] is empty");
+        return;
+    }
+    for (size_t i = 0; i < ps->n_envs; i++) {
+        if (!valid_env(ps->envs[i])) {
+            invalid(c, id, "environment entry %zu is not KEY=VALUE (or too long)", i);
+            return;
+        }
+        total += strlen(ps->envs[i]) + 1;
+    }
+    if (total > MAX_ARG_TOTAL || strlen(ps->shell) > MAX_STR) {
+        invalid(c, id, "arguments and environment take more than %u bytes", MAX_ARG_TOTAL);
+        return;
+    }
+    if (strlen(ps->tag) > MAX_TAG || strlen(ps->cwd) >= MAX_PATH) {
+        invalid(c, id, "tag or cwd too long");
+        return;
+    }
+    if (nlive >= MAX_LIVE) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY, 0,
+                   "%d processes are running; that is the limit", MAX_LIVE);
+        return;
+    }
+    raise_nofile();
+
+    struct envd_user u;
+    int err = user_lookup(ps->user, &u);
+    if (err) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, err,
+                   "user %.64s: no such user in the guest", ps->user[0] ? ps->user : "(default)");
+        return;
+    }
+    char cwd[MAX_PATH];
+    struct stat st;
+    if (ps->cwd[0]) {
+        if ((err = resolve_path(ps->cwd, &u, cwd, sizeof(cwd))) != 0) {
+            conn_errno(c, id, err, "cwd %.256s", ps->cwd);
+            return;
+        }
+        if (stat(cwd, &st) < 0) {
+            conn_errno(c, id, errno, "cwd %.256s", cwd);
+            return;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            conn_errno(c, id, ENOTDIR, "cwd %.256s", cwd);
+            return;
+        }
+    } else {
+        /* The home directory, or / when the user has none. */
+        snprintf(cwd, sizeof(cwd), "%s",
+                 stat(u.home, &st) == 0 && S_ISDIR(st.st_mode) ? u.home : "/");
+    }
+
+    /* argv */
+    char **argv = NULL;
+    size_t argc = has_argv ? ps->n_argv : has_shell ? 4 : 2;
+    argv = calloc(argc + 1, sizeof(*argv));
+    bool oom = !argv;
+    if (!oom && has_argv) {
+        for (size_t i = 0; i < ps->n_argv && !oom; i++)
+            oom = !(argv[i] = strdup(ps->argv[i]));
+    } else if (!oom && has_shell) {
+        bool bash = access("/bin/bash", X_OK) == 0;
+        const char *v[] = {bash ? "/bin/bash" : "/bin/sh", bash ? "-l" : "-c",
+                           bash ? "-c" : ps->shell, bash ? ps->shell : NULL};
+        for (size_t i = 0; i < 4 && v[i] && !oom; i++)
+            oom = !(argv[i] = strdup(v[i]));
+    } else if (!oom) {
+        /* A PTY without a command: the user's login shell. */
+        const char *sh = access(u.shell, X_OK) == 0 ? u.shell : "/bin/sh";
+        oom = !(argv[0] = strdup(sh)) || !(argv[1] = strdup("-l"));
+    }
+
+    /* Environment: the basics, then the sandbox's, then the request's; last one wins. */
+    struct envlist env = {0};
+    oom = oom || !env_set(&env, BASE_PATH) || !env_setf(&env, "HOME", u.home) ||
+          !env_setf(&env, "USER", u.name) || !env_setf(&env, "LOGNAME", u.name) ||
+          !env_setf(&env, "SHELL", u.shell) || (pty && !env_set(&env, "TERM=xterm-256color"));
+    for (char *const *e = users_env(); !oom && *e; e++)
+        oom = !env_set(&env, *e);
+    for (size_t i = 0; !oom && i < ps->n_envs; i++)
+        oom = !env_set(&env, ps->envs[i]);
+
+    struct proc *p = oom ? NULL : calloc(1, sizeof(*p));
+    if (p) {
+        p->out_w.fd = p->err_w.fd = p->in_w.fd = -1;
+        p->argv = argv;
+        argv = NULL;
+        p->cwd = strdup(cwd);
+        p->tag = strdup(ps->tag);
+        oom = !p->cwd || !p->tag;
+    }
+    if (oom || !p) {
+        free_strv(argv);
+        free_strv(env.v);
+        if (p)
+            proc_free(s, p);
+        conn_errno(c, id, ENOMEM, "starting a process");
+        return;
+    }
+
+    /* fds: [0] envd's end, [1] the child's end. */
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, stp[2] = {-1, -1};
+    int master = -1, slave = -1;
+    const char *what = "pipe";
+    bool ok = pipe2(stp, O_CLOEXEC) == 0;
+    if (ok && pty) {
+        what = "opening a terminal";
+        char name[128];
+        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        ok = master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0 &&
+             ptsname_r(master, name, sizeof(name)) == 0 &&
+             (slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) >= 0;
+        if (ok) {
+            struct winsize ws = {.ws_row = (unsigned short)ps->pty->rows,
+                                 .ws_col = (unsigned short)ps->pty->cols};
+            ioctl(master, TIOCSWINSZ, &ws);
+            /* The terminal belongs to the user, as after a login. */
+            if (getuid() == 0 && u.uid != 0 && fchown(slave, u.uid, (gid_t)-1) < 0)
+                log_msg("chown of a terminal: %s", strerror(errno));
+            p->out_w.fd = master;
+            p->in_w.fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+            ok = p->in_w.fd >= 0;
+            master = -1;
+        }
+    } else if (ok) {
+        ok = pipe2(out, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0;
+        if (ok && ps->stdin) {
+            ok = pipe2(in, O_CLOEXEC) == 0;
+            /* in[0] is the child's read end; swap so [0] is envd's. */
+            int t = in[0];
+            in[0] = in[1];
+            in[1] = t;
+        } else if (ok) {
+            in[1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (in[1] < 0) {
+                /* No /dev/null: an empty pipe reads EOF just as well. */
+                int pp[2];
+                ok = pipe2(pp, O_CLOEXEC) == 0;
+                if (ok) {
+                    close(pp[1]);
+                    in[1] = pp[0];
+                }
+            }
+        }
+        if (ok) {
+            p->out_w.fd = out[0];
+            p->err_w.fd = errp[0];
+            p->in_w.fd = in[0];
+            out[0] = errp[0] = in[0] = -1;
+        }
+    }
+    if (!ok) {
+        err = errno;
+        close_fd(&master);
+        close_fd(&slave);
+        for (int i = 0; i < 2; i++) {
+            close_fd(&in[i]);
+            close_fd(&out[i]);
+            close_fd(&errp[i]);
+            close_fd(&stp[i]);
+        }
+        free_strv(env.v);
+        proc_free(s, p);
+        conn_errno(c, id, err ? err : EIO, "%s", what);
+        return;
+    }
+    p->pty = pty;
+    p->has_stdin = pty || ps->stdin;
+
+    struct spawn sp = {
+        .argv = p->argv,
+        .envp = env.v,
+        .cwd = cwd,
+        .u = &u,
+        .pty = pty,
+        .in_fd = pty ? slave : in[1],
+        .out_fd = pty ? slave : out[1],
+        .err_fd = pty ? slave : errp[1],
+        .status_fd = stp[1],
+    };
+    /* Test mode runs as an ordinary user: no switching (it could not anyway). */
+    sp.switch_user = u.uid != getuid() || u.gid != getgid();
+    if (sp.switch_user) {
+        uint32_t g[64];
+        sp.ngroups = user_groups(&u, g, 64);
+        for (int i = 0; i < sp.ngroups; i++)
+            sp.groups[i] = g[i];
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        child(&sp);
+    err = errno;
+    close_fd(&slave);
+    close_fd(&in[1]);
+    close_fd(&out[1]);
+    close_fd(&errp[1]);
+    close_fd(&stp[1]);
+    free_strv(env.v);
+    if (pid < 0) {
+        close_fd(&stp[0]);
+        proc_free(s, p);
+        conn_errno(c, id, err, "fork");
+        return;
+    }
+    /* Blocks only until the child has exec'd (or failed before): a few ms. */
+    struct child_err ce;
+    ssize_t n;
+    while ((n = read(stp[0], &ce, sizeof(ce))) < 0 && errno == EINTR)
+        ;
+    close_fd(&stp[0]);
+    if (n == (ssize_t)sizeof(ce)) {
+        /* It exits at once; reap it here (the loop ignores pids it does not know). */
+        waitpid(pid, NULL, 0);
+        proc_free(s, p);
+        static const char *stages[] = {"", "starting a session", "switching to user", "cwd",
+                                       "setting up stdio"};
+        int stage = ce.stage >= 1 && ce.stage <= 4 ? ce.stage : 4;
+        if (stage == 2)
+            conn_errno(c, id, ce.err, "switching to user %.64s", u.name);
+        else if (stage == 3)
+            conn_errno(c, id, ce.err, "cwd %.256s", cwd);
+        else
+            conn_errno(c, id, ce.err, "%s", stages[stage]);
+        return;
+    }
+
+    p->pid = pid;
+    shorten_argv(p);
+    p->start_ms = mono_ms();
+    p->deadline_ms = ps->timeout_ms ? p->start_ms + ps->timeout_ms : 0;
+    p->kill_on_detach = ps->kill_on_detach;
+    /* A finished record with this pid would be ambiguous now. */
+    for (struct proc *q = procs; q; q = q->next)
+        if (q->finished && q->pid == pid && !q->conn) {
+            unlink_proc(q);
+            nfinished--;
+            proc_free(s, q);
+            break;
+        }
+    struct watcher *ws[3] = {&p->out_w, &p->err_w, &p->in_w};
+    bool watched = true;
+    for (int i = 0; i < 3; i++) {
+        struct watcher *w = ws[i];
+        if (w->fd < 0)
+            continue;
+        fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+        w->cb = i == 2 ? on_input_ready : on_output;
+        w->arg = p;
+        w->events = 0;
+        watched = watched && server_watch(s, w);
+    }
+    if (!watched) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        proc_free(s, p);
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY, 0,
+                   "envd cannot watch more file descriptors");
+        return;
+    }
+    /* Appended: the table stays in start order. */
+    struct proc **pp = &procs;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = p;
+    nlive++;
+    if (p->deadline_ms)
+        server_wake_at(s, p->deadline_ms);
+    attach(p, c, id);
+}
+
+/* --- entry points ------------------------------------------------------------------------ */
+
+static void attached_frame(struct server *s, struct conn *c, const Frame *f, void *arg)
+{
+    struct proc *cur = arg;
+    switch (f->body_case) {
+    case SBX__AGENT__FRAME__BODY_PROC_INPUT: {
+        const Sbx__Agent__ProcInput *in = f->proc_input;
+        struct proc *p = in->pid ? find_proc(in->pid) : cur;
+        if (!p)
+            conn_error(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                       "no process %u started by envd", in->pid);
+        else
+            proc_input(s, c, f->id, p, in, true);
+        return;
+    }
+    case SBX__AGENT__FRAME__BODY_PROC_SIGNAL:
+        proc_signal(s, c, f->id, cur, f->proc_signal);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_RESIZE:
+        proc_resize(s, c, f->id, cur, f->proc_resize);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_LIST_REQUEST:
+        proc_list(c, f->id);
+        return;
+    case SBX__AGENT__FRAME__BODY_PING: {
+        Sbx__Agent__Pong pong = SBX__AGENT__PONG__INIT;
+        pong.nonce = f->ping->nonce;
+        Frame r = SBX__AGENT__FRAME__INIT;
+        r.id = f->id;
+        r.body_case = SBX__AGENT__FRAME__BODY_PONG;
+        r.pong = &pong;
+        conn_send(c, &r);
+        return;
+    }
+    default:
+        conn_fail(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                  "%s is not allowed on a connection attached to a process",
+                  frame_body_name(f->body_case));
+        return;
+    }
+}
 
 void proc_request(struct server *s, struct conn *c, const Sbx__Agent__Frame *f)
 {
-    conn_error(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED, 0, "not implemented");
+    switch (f->body_case) {
+    case SBX__AGENT__FRAME__BODY_PROC_START:
+        proc_start(s, c, f->id, f->proc_start);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_ATTACH:
+        proc_attach(s, c, f->id, f->proc_attach);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_INPUT: {
+        const Sbx__Agent__ProcInput *in = f->proc_input;
+        struct proc *p = find_proc(in->pid);
+        if (!in->pid)
+            invalid(c, f->id, "ProcInput with pid 0 on a connection not attached to a process");
+        else if (!p)
+            conn_error(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NOT_FOUND, ESRCH,
+                       "no process %u started by envd", in->pid);
+        else
+            proc_input(s, c, f->id, p, in, false);
+        return;
+    }
+    case SBX__AGENT__FRAME__BODY_PROC_SIGNAL:
+        proc_signal(s, c, f->id, NULL, f->proc_signal);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_RESIZE:
+        proc_resize(s, c, f->id, NULL, f->proc_resize);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_LIST_REQUEST:
+        proc_list(c, f->id);
+        return;
+    default:
+        conn_error(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_UNSUPPORTED, 0,
+                   "%s is not a process request", frame_body_name(f->body_case));
+        return;
+    }
 }
 
 void proc_reaped(struct server *s, int pid, int status)
 {
+    for (struct proc *p = procs; p; p = p->next) {
+        if (p->pid != pid || p->reaped)
+            continue;
+        p->reaped = true;
+        p->status = status;
+        p->end_ms = mono_ms();
+        p->grace_ms = p->end_ms + EXIT_GRACE_MS;
+        server_wake_at(s, p->grace_ms);
+        check_finish(s, p);
+        return;
+    }
+    /* Not ours: an orphan re-parented to PID 1, or another module's helper. */
 }
 
 void proc_tick(struct server *s)
 {
+    uint64_t now = mono_ms();
+    for (struct proc *p = procs; p; p = p->next) {
+        if (p->finished)
+            continue;
+        if (!p->reaped && p->deadline_ms && !p->deadline_killed) {
+            if (now >= p->deadline_ms) {
+                /* The whole group: a shell's children die with it. */
+                kill(-p->pid, SIGKILL);
+                kill(p->pid, SIGKILL);
+                p->deadline_killed = true;
+            } else {
+                server_wake_at(s, p->deadline_ms);
+            }
+        }
+        if (p->reaped) {
+            if (now >= p->grace_ms)
+                grace_over(s, p);
+            else
+                server_wake_at(s, p->grace_ms);
+        }
+    }
+    evict(s);
 }

@@ -227,10 +227,18 @@ int agent_call(int fd, const struct waitctx *w, const Sbx__Agent__Frame *req,
 
 static uint32_t feature_bit(const char *name)
 {
-    if (strcmp(name, "clock") == 0)
-        return AGENT_FEATURE_CLOCK;
-    if (strcmp(name, "hostname") == 0)
-        return AGENT_FEATURE_HOSTNAME;
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } known[] = {
+        {"clock", AGENT_FEATURE_CLOCK}, {"hostname", AGENT_FEATURE_HOSTNAME},
+        {"exec", AGENT_FEATURE_EXEC},   {"pty", AGENT_FEATURE_PTY},
+        {"files", AGENT_FEATURE_FILES}, {"watch", AGENT_FEATURE_WATCH},
+        {"metrics", AGENT_FEATURE_METRICS},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(name, known[i].name) == 0)
+            return known[i].bit;
     return 0;
 }
 

@@ -82,6 +82,14 @@ int call_fail(struct call *c, int code, const char *fmt, ...)
     return code;
 }
 
+int call_require(struct call *c, uint32_t feature, const char *what)
+{
+    if (c->sb->features & feature)
+        return 0;
+    return call_fail(c, SBX_ENOTSUP, "the guest agent (envd %s) does not support %s",
+                     c->sb->info.envd_version, what);
+}
+
 /* Turns a wait_fd / read / write failure into the call's error. */
 static int wait_error(struct call *c, int r, const char *what)
 {

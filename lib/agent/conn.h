@@ -34,6 +34,10 @@ struct call {
 int call_begin(struct sbx *sb, struct call *c, unsigned timeout_ms);
 void call_end(struct call *c);
 
+/* SBX_ENOTSUP (with a message naming `what`) unless envd announced the AGENT_FEATURE_* bit
+   `feature` in its Hello. */
+int call_require(struct call *c, uint32_t feature, const char *what);
+
 /* Sets the calling thread's error message for the sandbox and returns code, except that
    SBX_EGUEST from a wait (the VM ended) becomes SBX_EDEAD, with why the VM ended and the last
    console lines appended. */

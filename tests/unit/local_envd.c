@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Unit-test helper: runs the embedded envd in --test-listen mode and attaches a handle. */
+#include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -36,18 +37,22 @@ int local_envd_start(const sbx_options *opts, sbx **out)
     char sock[128], arg[160];
     snprintf(sock, sizeof(sock), "%s/sock", locals[slot].dir);
     snprintf(arg, sizeof(arg), "--test-listen=%s", sock);
-    int mfd = memfd_create("envd", MFD_CLOEXEC);
+    /* A real file, not a memfd: valgrind cannot follow fexecve. */
+    char bin[128];
+    snprintf(bin, sizeof(bin), "%s/envd", locals[slot].dir);
+    int bfd = open(bin, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
     size_t len = (size_t)(sbx_envd_blob_end - sbx_envd_blob);
-    if (mfd < 0 || write(mfd, sbx_envd_blob, len) != (ssize_t)len)
+    bool written = bfd >= 0 && write(bfd, sbx_envd_blob, len) == (ssize_t)len;
+    if (bfd >= 0)
+        close(bfd);
+    if (!written)
         return SBX_EIO;
     pid_t pid = fork();
     if (pid == 0) {
         char *argv[] = {"envd", arg, NULL};
-        extern char **environ;
-        fexecve(mfd, argv, environ);
+        execv(bin, argv);
         _exit(127);
     }
-    close(mfd);
     if (pid < 0)
         return SBX_EIO;
     struct stat st;
@@ -73,6 +78,8 @@ void local_envd_stop(sbx *sb)
         waitpid(locals[i].pid, NULL, 0);
         char sock[128];
         snprintf(sock, sizeof(sock), "%s/sock", locals[i].dir);
+        unlink(sock);
+        snprintf(sock, sizeof(sock), "%s/envd", locals[i].dir);
         unlink(sock);
         rmdir(locals[i].dir);
         locals[i].sb = NULL;

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+/* sbx run: boot a sandbox, copy in, run one command with streamed output, copy out. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sbx.h"
+
+struct out_ctx {
+    int broken; /* our stdout or stderr could not be written (a closed pipe) */
+};
+
+static int on_output(void *ctx, int stream, const void *data, size_t len)
+{
+    struct out_ctx *o = ctx;
+    if (write_all(stream == SBX_STDERR ? 2 : 1, data, len) != 0) {
+        o->broken = 1;
+        return 1; /* stops the command: nobody reads its output any more */
+    }
+    return 0;
+}
+
+/* Reads all of stdin when it is not a terminal. Returns 0 (with *data NULL when there is no
+   input to forward) or EXIT_SBX after saying why. */
+static int read_stdin(const struct cli *a, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    struct stat st;
+    if (a->no_stdin || isatty(0) || fstat(0, &st) != 0)
+        return 0; /* a terminal, or no stdin at all (closed) */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > STDIN_MAX)
+        goto too_big;
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    for (;;) {
+        if (n == cap) {
+            if (cap > STDIN_MAX) {
+                free(buf);
+                goto too_big;
+            }
+            cap = cap ? cap * 2 : 65536;
+            if (cap > STDIN_MAX + 1)
+                cap = STDIN_MAX + 1; /* one byte beyond the limit tells "too big" */
+            char *grown = realloc(buf, cap);
+            if (!grown) {
+                free(buf);
+                msg("out of memory reading stdin");
+                return EXIT_SBX;
+            }
+            buf = grown;
+        }
+        ssize_t r = read(0, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            msg("cannot read stdin: %s", strerror(errno));
+            free(buf);
+            return EXIT_SBX;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > STDIN_MAX) {
+            free(buf);
+            goto too_big;
+        }
+    }
+    *data = buf;
+    *len = n;
+    return 0;
+too_big:
+    msg("standard input is larger than %u MiB: copy big inputs in with --copy-in HOST:GUEST "
+        "(or use --no-stdin)",
+        STDIN_MAX >> 20);
+    return EXIT_SBX;
+}
+
+/* Splits "A:B" at the first ':' (checked while parsing). */
+static void split(const char *spec, char **left, const char **right)
+{
+    const char *colon = strchr(spec, ':');
+    *left = strndup(spec, (size_t)(colon - spec));
+    *right = colon + 1;
+    if (!*left) {
+        msg("out of memory");
+        exit(EXIT_SBX);
+    }
+}
+
+static int exit_status(const sbx_exec_result *res, unsigned timeout_ms)
+{
+    if (res->timed_out) {
+        msg("the command did not finish within %g s: killed it (and its process group)",
+            timeout_ms / 1000.0);
+        return EXIT_TIMEOUT;
+    }
+    if (res->signal > 0) {
+        if (res->signal != SIGPIPE)
+            msg("the command was killed by signal %d (%s)", res->signal,
+                res->signal < 64 ? strsignal(res->signal) : "?");
+        return 128 + (res->signal & 0x7f);
+    }
+    return res->exit_code & 0xff;
+}
+
+int cmd_run(struct cli *a)
+{
+    if (!a->shell_cmd && a->nwords == 0)
+        return usage_error(a, "no command given: sbx run [OPTIONS] -- CMD [ARG...], or sbx run "
+                              "-c 'SHELL COMMAND LINE'");
+    if (a->shell_cmd && a->nwords > 0)
+        return usage_error(a,
+                           "give either -c STRING or a command, not both (here: -c '%s' and "
+                           "'%s')",
+                           a->shell_cmd, a->words[0]);
+    /* Fail before booting when a source is plainly missing. */
+    for (size_t i = 0; i < a->ncopy_in; i++) {
+        char *host;
+        const char *guest;
+        split(a->copy_in[i], &host, &guest);
+        struct stat st;
+        if (lstat(host, &st) != 0) {
+            msg("--copy-in %s: %s: %s", a->copy_in[i], host, strerror(errno));
+            free(host);
+            return EXIT_SBX;
+        }
+        free(host);
+    }
+
+    char *in;
+    size_t in_len;
+    int rc = read_stdin(a, &in, &in_len);
+    if (rc)
+        return rc;
+
+    sbx *sb;
+    if ((rc = sandbox_open(a, &sb)) != 0) {
+        free(in);
+        return rc;
+    }
+    signals_set_sandbox(sb);
+    int status = 0;
+
+    for (size_t i = 0; i < a->ncopy_in && status == 0; i++) {
+        char *host;
+        const char *guest;
+        split(a->copy_in[i], &host, &guest);
+        status = copy_to_guest(sb, host, guest, a->verbose);
+        free(host);
+    }
+
+    int ran = 0;
+    if (status == 0) {
+        struct out_ctx out = {0};
+        sbx_exec_options o = SBX_EXEC_OPTIONS_INIT;
+        command_from_words(a, &o);
+        o.envs = a->nenvs ? a->envs : NULL;
+        o.cwd = a->cwd;
+        o.user = a->user;
+        o.stdin_data = in;
+        o.stdin_len = in_len;
+        o.timeout_ms = a->timeout_ms;
+        o.on_output = on_output;
+        o.ctx = &out;
+        o.tag = "sbx run";
+        sbx_exec_result res;
+        double t0 = now_s();
+        rc = sbx_exec(sb, &o, &res);
+        if (rc == 0) {
+            ran = 1;
+            status = exit_status(&res, a->timeout_ms);
+            if (a->verbose)
+                msg("the command exited with status %d after %.2f s", status, now_s() - t0);
+        } else if (out.broken) {
+            status = 128 + SIGPIPE; /* like a shell pipeline's writer */
+        } else if (signals_pending()) {
+            msg("interrupted: stopped the command and the sandbox");
+            status = 128 + signals_pending();
+        } else {
+            status = lib_error(sb, rc, "cannot run the command");
+        }
+        sbx_exec_result_free(&res);
+    }
+
+    /* Copy out whatever the command's status: build logs of a failed build matter too. */
+    for (size_t i = 0; ran && i < a->ncopy_out; i++) {
+        char *guest;
+        const char *host;
+        split(a->copy_out[i], &guest, &host);
+        int r = copy_from_guest(sb, guest, host, a->verbose);
+        free(guest);
+        if (r == EXIT_SBX && !signals_pending()) {
+            msg("(the command itself exited with status %d)", status);
+            status = EXIT_SBX;
+        } else if (r) {
+            status = r;
+            break;
+        }
+    }
+
+    signals_set_sandbox(NULL);
+    sbx_destroy(sb);
+    free(in);
+    return status;
+}

@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The sbx CLI end to end in real guests: tests/integration/test_cli.sh SCENARIO PATH-TO-SBX
+#
+# Scenarios (one ctest case each; every sbx command boots its own guest, so each scenario
+# keeps its boots few): run, stdin, copy, shell, ls. Exit 0: passed, 1: failed, 77: skipped.
+set -uo pipefail
+
+scenario=${1:?usage: test_cli.sh SCENARIO SBX}
+SBX=${2:?usage: test_cli.sh SCENARIO SBX}
+# Small guests, and patience: inside the emulated KVM host everything is slow.
+BOOT=(--memory 256 --boot-timeout 120)
+PY=/usr/bin/python3
+
+T=$(mktemp -d /tmp/sbx-cli-XXXXXX) || exit 1
+trap 'rm -rf "$T"' EXIT
+
+fail() {
+    echo "FAIL [$scenario]: $*" >&2
+    exit 1
+}
+say() { echo "--- $*" >&2; }
+
+# Runs sbx, capturing stdout, stderr and status into $T/out, $T/err and $rc.
+rc=0
+sbx() {
+    "$SBX" "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+}
+expect_rc() { # want description
+    [ "$rc" -eq "$1" ] || fail "$2: exit status $rc, expected $1; stdout: $(head -c 2000 "$T/out"); stderr: $(head -c 2000 "$T/err")"
+}
+expect_out() { # exact-stdout description
+    [ "$(cat "$T/out")" = "$1" ] || fail "$2: stdout '$(head -c 2000 "$T/out")', expected '$1' (stderr: $(head -c 2000 "$T/err"))"
+}
+expect_err_has() { # substring description
+    grep -qF -- "$1" "$T/err" || fail "$2: stderr lacks '$1': $(head -c 2000 "$T/err")"
+}
+
+need_python() {
+    [ -x "$PY" ] || { echo "skip: $PY is needed to drive a terminal" >&2; exit 77; }
+}
+
+case "$scenario" in
+run)
+    say "usage errors: exit 125 with a message, before any boot"
+    sbx run
+    expect_rc 125 "sbx run without a command"
+    expect_err_has "sbx run: no command given" "sbx run without a command"
+    sbx run --no-such-option -- true
+    expect_rc 125 "an unknown option"
+    expect_err_has "unknown option '--no-such-option'" "an unknown option"
+    sbx run --cpus 0 -- true
+    expect_rc 125 "--cpus 0"
+    sbx --version
+    expect_rc 0 "--version"
+    grep -qE '^sbx [0-9]+\.[0-9]+\.[0-9]+$' "$T/out" || fail "--version printed '$(cat "$T/out")'"
+
+    say "sbx run -- echo hi"
+    sbx run "${BOOT[@]}" -- echo hi
+    expect_rc 0 "echo hi"
+    expect_out "hi" "echo hi"
+    [ ! -s "$T/err" ] || fail "echo hi wrote to stderr: $(cat "$T/err")"
+
+    say "env, cwd, user, stderr, exit status"
+    sbx run "${BOOT[@]}" --env A=1 -e B='two words' --cwd /tmp --user root -- \
+        sh -c 'echo "$A|$B|$(pwd)|$(id -u)"; echo to-stderr >&2; exit 3'
+    expect_rc 3 "sh -c 'exit 3'"
+    expect_out "1|two words|/tmp|0" "env/cwd/user"
+    [ "$(cat "$T/err")" = "to-stderr" ] || fail "stderr was '$(cat "$T/err")'"
+
+    say "a single word with shell syntax runs in the shell; the default user is user"
+    sbx run "${BOOT[@]}" 'echo a | tr a b; echo "$HOME $(id -un)"; exit 4'
+    expect_rc 4 "shell line"
+    expect_out "$(printf 'b\n/home/user user')" "shell line"
+
+    say "a missing program: 127"
+    sbx run "${BOOT[@]}" -- no-such-program-here
+    expect_rc 127 "missing program"
+    ;;
+
+stdin)
+    say "binary stdin (with NULs) reaches the command intact"
+    head -c 1000000 /dev/urandom >"$T/in"
+    printf '\0\0\377end' >>"$T/in"
+    want=$(sha256sum <"$T/in" | cut -d' ' -f1)
+    "$SBX" run "${BOOT[@]}" -- sha256sum <"$T/in" >"$T/out" 2>"$T/err"
+    rc=$?
+    expect_rc 0 "sha256sum of stdin"
+    [ "$(cut -d' ' -f1 "$T/out")" = "$want" ] || fail "checksum '$(cat "$T/out")', expected $want"
+
+    say "--timeout kills the command: 124"
+    "$SBX" run "${BOOT[@]}" --timeout 2 -- sh -c 'echo started; sleep 60; echo not-reached' \
+        </dev/null >"$T/out" 2>"$T/err"
+    rc=$?
+    expect_rc 124 "--timeout 2"
+    expect_out "started" "--timeout 2"
+    expect_err_has "did not finish within 2 s" "--timeout 2"
+
+    say "output is streamed: a closed stdout stops the command (141), long before it ends"
+    start=$(date +%s)
+    "$SBX" run "${BOOT[@]}" -- sh -c 'while :; do echo y; done' </dev/null 2>"$T/err" | head -n 1 >"$T/out"
+    rcs=("${PIPESTATUS[@]}")
+    rc=${rcs[0]}
+    expect_rc 141 "a writer into head -1"
+    expect_out "y" "a writer into head -1"
+    [ $(($(date +%s) - start)) -lt 100 ] || fail "the endless writer was not stopped promptly"
+
+    say "stdin larger than the limit: 125 with a hint, no boot"
+    head -c $((64 * 1024 * 1024 + 1)) /dev/zero >"$T/big"
+    "$SBX" run "${BOOT[@]}" -- true <"$T/big" >"$T/out" 2>"$T/err"
+    rc=$?
+    expect_rc 125 "64 MiB + 1 of stdin"
+    expect_err_has "--copy-in" "64 MiB + 1 of stdin"
+    ;;
+
+copy)
+    say "--copy-in a tree, change it, --copy-out it and one file into a directory"
+    mkdir -p "$T/src/sub" "$T/src/empty" "$T/dir"
+    echo "alpha" >"$T/src/a.txt"
+    head -c 300000 /dev/urandom >"$T/src/sub/b.bin"
+    printf '#!/bin/sh\necho script-ran\n' >"$T/src/run.sh"
+    chmod 755 "$T/src/run.sh"
+    chmod 640 "$T/src/a.txt"
+    ln -s a.txt "$T/src/link"
+    sbx run "${BOOT[@]}" --copy-in "$T/src:src" --copy-out "src:$T/out-tree" \
+        --copy-out "src/sub/new.txt:$T/dir/" -- \
+        sh -c 'cd src && cat link && ./run.sh && test -d empty && echo new >sub/new.txt &&
+               stat -c %a a.txt && sha256sum <sub/b.bin | cut -d" " -f1'
+    expect_rc 0 "copy round trip"
+    expect_out "$(printf 'alpha\nscript-ran\n640\n%s' "$(sha256sum <"$T/src/sub/b.bin" | cut -d' ' -f1)")" \
+        "the command saw the copied tree"
+    o="$T/out-tree"
+    cmp "$T/src/a.txt" "$o/a.txt" || fail "a.txt differs after the round trip"
+    cmp "$T/src/sub/b.bin" "$o/sub/b.bin" || fail "b.bin differs after the round trip"
+    [ "$(cat "$o/sub/new.txt")" = "new" ] || fail "the file made in the guest is not in the copy"
+    [ "$(stat -c %a "$o/run.sh")" = 755 ] || fail "run.sh lost its mode: $(stat -c %a "$o/run.sh")"
+    [ "$(stat -c %a "$o/a.txt")" = 640 ] || fail "a.txt lost its mode: $(stat -c %a "$o/a.txt")"
+    [ "$(readlink "$o/link")" = "a.txt" ] || fail "the symlink did not survive"
+    [ -d "$o/empty" ] || fail "the empty directory did not survive"
+    [ "$(cat "$T/dir/new.txt" 2>/dev/null)" = "new" ] || fail "--copy-out into an existing directory"
+
+    say "a failed --copy-out: 125 and the command's status said"
+    sbx run "${BOOT[@]}" --copy-out "no-such-file:$T/x" -- sh -c 'exit 6'
+    expect_rc 125 "copy-out of a missing file"
+    expect_err_has "exited with status 6" "copy-out of a missing file"
+
+    say "sbx cp both ways"
+    sbx cp "${BOOT[@]}" guest:/etc/os-release "$T/dir/"
+    expect_rc 0 "sbx cp guest:/etc/os-release DIR/"
+    grep -q '^ID=' "$T/dir/os-release" || fail "os-release was not copied out"
+    expect_err_has "copied guest:/etc/os-release to $T/dir/os-release (1 file" "the cp summary"
+    sbx cp "${BOOT[@]}" "$T/src" :/tmp/
+    expect_rc 0 "sbx cp DIR :/tmp/"
+    expect_err_has "copied $T/src to guest:/tmp/src (4 files" "the cp summary"
+    expect_err_has "sbx run --copy-in" "the cp note"
+    sbx cp "$T/src" "$T/elsewhere"
+    expect_rc 125 "sbx cp without a guest side"
+    ;;
+
+shell)
+    need_python
+    say "sbx shell through a terminal: size, resize, exit status, terminal restored"
+    SBX="$SBX" BOOT="${BOOT[*]}" "$PY" - <<'PY' || fail "the terminal session (see above)"
+import fcntl, os, re, select, struct, sys, termios, time
+
+sbx, boot = os.environ["SBX"], os.environ["BOOT"].split()
+
+def spawn(argv, rows, cols):
+    m, s = os.openpty()
+    fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        fcntl.ioctl(s, termios.TIOCSCTTY, 0)
+        for fd in range(3):
+            os.dup2(s, fd)
+        os.execv(argv[0], argv)
+    return pid, m, s
+
+buf = b""
+def expect(m, pattern, timeout=120):
+    global buf
+    end = time.time() + timeout
+    while time.time() < end:
+        hit = re.search(pattern, buf)
+        if hit:
+            buf = buf[hit.end():]
+            return hit
+        r, _, _ = select.select([m], [], [], 0.5)
+        if r:
+            try:
+                buf += os.read(m, 65536)
+            except OSError:
+                break
+    sys.exit(f"timed out waiting for {pattern!r}; terminal output: {buf[-3000:]!r}")
+
+pid, m, s = spawn([sbx, "shell"] + boot, 30, 100)
+before = termios.tcgetattr(s)
+os.write(m, b"echo SYNC-$((40+2))\r")
+expect(m, rb"SYNC-42")
+# raw mode while the shell runs: no echo, no canonical mode on our side
+lflag = termios.tcgetattr(s)[3]
+if lflag & (termios.ECHO | termios.ICANON):
+    sys.exit("the local terminal is not in raw mode during the session")
+os.write(m, b"stty size\r")
+expect(m, rb"\b30 100\r?\n")
+fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # SIGWINCH to sbx
+time.sleep(1)
+os.write(m, b"stty size; exit 7\r")
+expect(m, rb"\b40 120\r?\n")
+end = time.time() + 60
+while time.time() < end:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    r, _, _ = select.select([m], [], [], 0.2)
+    if r:
+        try:
+            buf += os.read(m, 65536)
+        except OSError:
+            pass
+else:
+    sys.exit("sbx shell did not exit after `exit 7`")
+if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 7:
+    sys.exit(f"sbx shell: status {status:#x}, expected exit 7; output {buf[-2000:]!r}")
+if termios.tcgetattr(s) != before:
+    sys.exit("the local terminal was not restored")
+print("terminal session ok")
+PY
+
+    say "sbx shell with stdin from a pipe: typed in, then Ctrl-D"
+    printf 'echo piped-$((6*7))\nexit 5\n' | "$SBX" shell "${BOOT[@]}" >"$T/out" 2>"$T/err"
+    rc=$?
+    expect_rc 5 "piped shell"
+    grep -q "piped-42" "$T/out" || fail "piped shell output: $(head -c 3000 "$T/out")"
+    ;;
+
+ls)
+    need_python
+    say "sbx ls sees a running sandbox (table, JSON, -q); Ctrl-C stops it with 130"
+    # A registry of our own, so other sandboxes on this machine do not interfere.
+    export XDG_RUNTIME_DIR="$T/run"
+    mkdir -m 700 "$XDG_RUNTIME_DIR"
+    sbx ls
+    expect_rc 0 "sbx ls with nothing running"
+    expect_out "ID  PID  AGE  CPUS  MEM  ROOTFS  METADATA" "sbx ls with nothing running"
+    SBX="$SBX" BOOT="${BOOT[*]}" "$PY" - <<'PY' || fail "sbx ls / Ctrl-C (see above)"
+import fcntl, json, os, select, subprocess, sys, termios, time
+
+sbx, boot = os.environ["SBX"], os.environ["BOOT"].split()
+m, s = os.openpty()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    fcntl.ioctl(s, termios.TIOCSCTTY, 0)
+    for fd in range(3):
+        os.dup2(s, fd)
+    os.execv(sbx, [sbx, "run", "--metadata", "purpose=cli-test", "--metadata", "n=1"] + boot
+             + ["--", "sleep", "300"])
+
+def ls(*args):
+    return subprocess.run([sbx, "ls", *args], capture_output=True, text=True, check=True).stdout
+
+row = None
+end = time.time() + 180
+while time.time() < end and row is None:
+    for line in ls().splitlines()[1:]:
+        if "purpose=cli-test" in line:
+            row = line.split()
+    time.sleep(0.5)
+if row is None:
+    sys.exit("sbx ls never showed the sandbox")
+head = ls().splitlines()[0].split()
+if head != ["ID", "PID", "AGE", "CPUS", "MEM", "ROOTFS", "METADATA"]:
+    sys.exit(f"header {head}")
+sid = row[0]
+if int(row[1]) != pid or row[3] != "1" or row[4] != "256MiB" or row[6] != "purpose=cli-test,n=1":
+    sys.exit(f"row {row}, expected pid {pid}, 1 cpu, 256MiB, the metadata")
+if not row[5].endswith(".ext4"):
+    sys.exit(f"rootfs column {row[5]}")
+entries = [e for e in json.loads(ls("--json")) if e["id"] == sid]
+if len(entries) != 1:
+    sys.exit(f"--json lacks {sid}")
+e = entries[0]
+if e["pid"] != pid or e["metadata"] != {"purpose": "cli-test", "n": "1"} or e["ends"] is not None \
+        or e["memory_mib"] != 256 or not e["created"].endswith("Z"):
+    sys.exit(f"--json entry {e}")
+if sid not in ls("-q").split():
+    sys.exit("-q lacks the id")
+
+os.write(m, b"\x03")  # Ctrl-C: SIGINT to sbx, the terminal's foreground process
+out, end = b"", time.time() + 60
+while time.time() < end:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    r, _, _ = select.select([m], [], [], 0.2)
+    if r:
+        out += os.read(m, 65536)
+else:
+    sys.exit("sbx run did not stop after Ctrl-C")
+while select.select([m], [], [], 0.2)[0]:
+    try:
+        out += os.read(m, 65536)
+    except OSError:
+        break
+if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 130:
+    sys.exit(f"status {status:#x} after Ctrl-C, expected exit 130; output {out!r}")
+if b"interrupted" not in out:
+    sys.exit(f"no 'interrupted' message: {out!r}")
+if sid in ls("-q").split():
+    sys.exit("the stopped sandbox is still listed")
+print("ls and Ctrl-C ok")
+PY
+    ;;
+
+*)
+    echo "unknown scenario $scenario" >&2
+    exit 2
+    ;;
+esac
+echo "ok [$scenario]" >&2
+exit 0
