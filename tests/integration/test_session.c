@@ -167,14 +167,18 @@ SBX_TEST(dead_guest_fails_pending_calls)
     sleep_ms(1000);
     sbx_exec_options x = SBX_EXEC_OPTIONS_INIT;
     /* Out of memory with panic_on_oom: a kernel panic from inside, no special kernel option
-       needed (tail keeps a line without newlines in memory until nothing is left). */
-    x.cmd = "echo 1 > /proc/sys/kernel/panic_on_oom && head -c 2000000000 /dev/zero | tail";
+       needed. tmpfs pages cannot be reclaimed, so filling an unbounded tmpfs exhausts RAM. */
+    x.cmd = "echo 1 > /proc/sys/vm/panic_on_oom && mount -o remount,size=4G /tmp && "
+            "cat /dev/zero > /tmp/fill";
     x.user = "0";
     sbx_exec_result res;
     double t0 = itest_ms();
     int r = sbx_exec(sb, &x, &res);
-    sbx_exec_result_free(&res);
     fprintf(stderr, "crash call: %d after %.0f ms: %s\n", r, itest_ms() - t0, sbx_errmsg(sb));
+    if (r == 0)
+        fprintf(stderr, "the command ended instead: exit %d, stderr: %s\n", res.exit_code,
+                res.err ? res.err : "");
+    sbx_exec_result_free(&res);
     CHECK_RC(sb, r, SBX_EDEAD);
     pthread_join(t, NULL);
     fprintf(stderr, "pending call: %d after %.0f ms\n", p.rc, p.ms);
