@@ -299,8 +299,9 @@ typedef struct sbx_exec_options {
        leaves it open for sbx_proc_write(); zero closes it after stdin_data. */
     int keep_stdin;
     /* The process and everything in its process group is killed (SIGKILL) this long after
-       it started. 0 means 60000; SBX_NO_TIMEOUT means none. Enforced by the guest agent, so
-       it also applies to background processes. */
+       it started. sbx_exec: 0 means 60000. sbx_proc_start and sbx_pty_open: 0 means none.
+       SBX_NO_TIMEOUT always means none. Enforced by the guest agent, so it also applies to
+       detached background processes. */
     unsigned timeout_ms;
     /* sbx_exec: streams output to this callback instead of capturing it. */
     sbx_output_fn on_output;

@@ -754,9 +754,8 @@ int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out)
     int r = check_opts(sb, o, "sbx_proc_start", false);
     if (r)
         return r;
-    unsigned envd_timeout = o->timeout_ms == 0                ? EXEC_TIMEOUT_MS
-                            : o->timeout_ms == SBX_NO_TIMEOUT ? 0
-                                                              : o->timeout_ms;
+    /* Background processes are mostly servers: no limit unless one is asked for. */
+    unsigned envd_timeout = o->timeout_ms == SBX_NO_TIMEOUT ? 0 : o->timeout_ms;
     struct call c;
     if ((r = call_begin(sb, &c, ANSWER_MS)) < 0)
         return r;
