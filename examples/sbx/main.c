@@ -37,8 +37,8 @@ static const char help_main[] =
     "\n"
     "Options of every command that boots a sandbox (before or after COMMAND):\n"
     "  --rootfs NAME|PATH    root filesystem: an image name from the image directory (\"base\":\n"
-    "                        Debian 12 with bash and python3, commands run as `user`; \"test\":\n"
-    "                        busybox, commands run as root) or a path to an ext4 image [base]\n"
+    "                        Debian 12 with bash and python3; \"test\": busybox) or a path to\n"
+    "                        an ext4 image [base]\n"
     "  --template NAME       accepted, and for now the same as --rootfs NAME (templates, that\n"
     "                        is snapshots of prepared sandboxes, come in a later version)\n"
     "  --kernel PATH         guest kernel, vmlinux or bzImage [$SBX_KERNEL, else vmlinux from\n"
@@ -134,7 +134,8 @@ static const char help_shell[] =
     "destroyed, with everything done in it.\n"
     "\n"
     "When stdin is not a terminal, what it gives is typed into the sandbox's terminal as it\n"
-    "comes, and its end is sent as Ctrl-D: echo 'uname -a; exit 3' | sbx shell\n"
+    "comes; once it ends, Ctrl-D (end of input) is typed every second until the shell exits:\n"
+    "    echo 'uname -a; exit 3' | sbx shell\n"
     "\n"
     "Options:\n"
     "  -e, --env KEY=VALUE    environment variable (repeatable); TERM is xterm-256color\n"
@@ -656,8 +657,11 @@ static int apply(struct cli *a, const struct opt *o, const char *v)
                 exit(EXIT_SBX);
             }
             v = kv;
+        } else if (!(v = strdup(v))) {
+            msg("out of memory");
+            exit(EXIT_SBX);
         }
-        push(&a->envs, &a->nenvs, v);
+        push(&a->envs, &a->nenvs, v); /* all malloc'd: main() frees them */
         return 0;
     }
     case O_CWD:
@@ -829,5 +833,12 @@ int main(int argc, char **argv)
     int rc = commands[k].fn(&a);
     if (fflush(stdout) != 0 && rc == 0)
         rc = EXIT_SBX;
+    for (size_t i = 0; i < a.nenvs; i++)
+        free((char *)a.envs[i]);
+    free(a.envs);
+    free(a.metadata);
+    free(a.copy_in);
+    free(a.copy_out);
+    free(words);
     return rc;
 }

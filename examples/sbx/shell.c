@@ -107,6 +107,7 @@ struct shell {
 static int loop(struct shell *s)
 {
     int stdin_open = 1, exited = 0;
+    double last_eof = 0;
     static char buf[65536];
     for (;;) {
         int r = pump(s->p, &exited);
@@ -127,7 +128,12 @@ static int loop(struct shell *s)
             {.fd = sbx_proc_fd(s->p), .events = POLLIN},
             {.fd = signals_fd(), .events = POLLIN},
         };
-        if (poll(fds, 3, -1) < 0 && errno != EINTR) {
+        /* After a piped stdin ended: Ctrl-D again every second until the process exits.
+           One is not enough: a ^D typed ahead while the terminal was still in canonical mode
+           (before the shell started its line editor) is lost when the mode changes, and a
+           program reading the terminal takes one for itself before the shell's turn. */
+        int eof_mode = !stdin_open && !s->tty;
+        if (poll(fds, 3, eof_mode ? 250 : -1) < 0 && errno != EINTR) {
             term_restore();
             msg("poll: %s", strerror(errno));
             return EXIT_SBX;
@@ -159,7 +165,7 @@ static int loop(struct shell *s)
                 /* End of input. On a terminal that is a hangup (SIGHUP follows); from a pipe
                    or file it becomes Ctrl-D, the terminal's end of input. */
                 stdin_open = 0;
-                r = s->tty ? 0 : sbx_proc_write(s->p, "\x04", 1);
+                r = 0;
             }
             /* A process that exits while we type makes the write fail: the next pump says
                so properly. */
@@ -171,6 +177,11 @@ static int loop(struct shell *s)
                 term_restore();
                 return lib_error(s->sb, r, "cannot write to the terminal");
             }
+        }
+        if (!stdin_open && !s->tty && now_s() - last_eof >= 1.0) {
+            last_eof = now_s();
+            int r2 = sbx_proc_write(s->p, "\x04", 1);
+            (void)r2; /* a process that is gone: the next pump tells */
         }
     }
     if (signals_pending()) {

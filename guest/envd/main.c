@@ -96,15 +96,19 @@ int main(int argc, char **argv)
         int lfd = -1;
         if (test_listen) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
+            /* Bound under a temporary name and renamed once listening, so the socket's
+               path appears only when connections succeed. */
             struct sockaddr_un sa = {.sun_family = AF_UNIX};
-            if (strlen(test_listen) >= sizeof(sa.sun_path)) {
+            char final[sizeof(sa.sun_path)];
+            if (snprintf(final, sizeof(final), "%s", test_listen) >= (int)sizeof(final) ||
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.tmp", test_listen) >=
+                    (int)sizeof(sa.sun_path)) {
                 fprintf(stderr, "envd: socket path too long\n");
                 return 1;
             }
-            strcpy(sa.sun_path, test_listen);
             lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-                listen(lfd, 64) != 0) {
+                listen(lfd, 64) != 0 || rename(sa.sun_path, final) != 0) {
                 fprintf(stderr, "envd: %s: %s\n", test_listen, strerror(errno));
                 return 1;
             }
