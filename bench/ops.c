@@ -227,6 +227,7 @@ int main(int argc, char **argv)
            *tc = calloc((size_t)rounds, sizeof(double));
     for (size_t s = 0; s < 2; s++) {
         for (int i = 0; i < rounds; i++) {
+            sbx_remove(sb, path, 0); /* the old copy would double the space needed */
             w[i] = write_rate(sb, path, sizes[s]);
             rd[i] = read_rate(sb, path, sizes[s]);
             pp[i] = pipe_rate(sizes[s]);

@@ -365,12 +365,15 @@ SBX_API int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out);
 
 /*
  * Attaches a new handle to a process started earlier (by sbx_proc_start or sbx_pty_open,
- * from any handle). Output the process wrote while no handle was attached is delivered first
- * (up to 1 MiB is kept; *dropped, if not NULL, receives the bytes lost beyond that). Also
- * works for a process that finished recently (the last 64 are remembered): reads then give
- * its remaining output and the wait its status. Attaching takes the process away from a
- * handle still attached elsewhere (that one's reads then fail with SBX_EBUSY).
- * Returns 0, SBX_ENOENT, SBX_EDEAD, ...
+ * from any handle). Output no handle has handed out yet is delivered first, in the order it
+ * was written: what the process wrote while no handle was attached, and what a closed handle
+ * had received but not returned from sbx_proc_read() or sbx_proc_wait(). About the newest
+ * 1 MiB is kept; *dropped, if not NULL, receives the bytes lost beyond that. Also works for
+ * a process that finished recently (the last 64 are remembered): reads then give its
+ * remaining output and the wait its status. Attaching takes the process away from a handle
+ * still attached elsewhere (that one can still read what it has received, then its reads
+ * fail with SBX_EBUSY; the new handle gets the output after that). Returns 0, SBX_ENOENT,
+ * SBX_EDEAD, ...
  */
 SBX_API int sbx_proc_attach(sbx *sb, uint32_t pid, sbx_proc **out, uint64_t *dropped);
 
@@ -422,7 +425,10 @@ SBX_API int sbx_proc_resize(sbx_proc *p, unsigned rows, unsigned cols);
 SBX_API int sbx_proc_wait(sbx_proc *p, unsigned timeout_ms, sbx_exec_result *res);
 
 /* Releases the handle. A process still running goes on (detached; sbx_proc_attach() finds it
-   again) unless it was started by sbx_exec. NULL is fine. */
+   again) unless it was started by sbx_exec. No output is lost: what the handle received but
+   did not return from sbx_proc_read() or sbx_proc_wait() is delivered again to the next
+   sbx_proc_attach() (within the 1 MiB kept per process). Does not wait for the guest. NULL
+   is fine. */
 SBX_API void sbx_proc_close(sbx_proc *p);
 
 /* Sends a signal to any process in the sandbox by pid (group: its process group). Returns 0,

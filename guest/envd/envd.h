@@ -95,6 +95,9 @@ struct conn_op {
 /* Installs op on c (replacing none: it is an error to set one while another is set), or with
    op NULL ends the current op without calling closed. */
 void conn_set_op(struct conn *c, const struct conn_op *op, void *arg);
+/* Serves f as a request on c as if no op were set (for an op that only watches for one
+   particular frame and passes everything else on; it must have cleared itself first). */
+void conn_dispatch(struct server *s, struct conn *c, const Sbx__Agent__Frame *f);
 
 /* An fd the loop polls for a module. `events` may be changed at any time (0 pauses it). */
 struct watcher {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* envd: processes and PTYs (ProcStart, ProcAttach, ProcInput, ProcSignal, ProcResize, ProcList). */
+/* envd: processes and PTYs (ProcStart, ProcAttach, ProcDetach, ProcInput, ProcSignal, ProcResize,
+   ProcList). */
 
 /*
  * Process model
@@ -9,17 +10,29 @@
  * pipes are closed, then "finished" (its exit status is known and stays available).
  *
  * Output: the process's stdout/stderr pipes (or PTY master) are non-blocking watchers. What
- * is read goes into the record's output queue (chunks tagged with their stream, so each
- * stream keeps its order), and from there into ProcOutput frames on the attached connection.
+ * is read goes into the record's retained output: one chunk per read, tagged with its stream
+ * and its offset within that stream, in the order read (so both streams keep their
+ * interleaving). sent[] is, per stream, how far it went out in ProcOutput frames on the
+ * attached connection; sending does not free anything. The host may not have handed what it
+ * received to its user when it closes the connection, so it tells with ProcDetach how much
+ * was consumed and sent[] moves back there: the next attach gets the rest again. Without
+ * ProcDetach (the host died) the next attach resumes after what was sent.
  *  - Attached: the pipes are polled only while the connection is writable and less than
- *    64 KiB are queued; otherwise the watchers pause and the op's drain callback resumes them
+ *    64 KiB are unsent; otherwise the watchers pause and the op's drain callback resumes them
  *    once the host has read. A slow host therefore slows the process (it blocks on a full
  *    pipe) instead of growing envd.
- *  - Detached: the pipes are always read; the queue keeps the newest 1 MiB (32 MiB for all
- *    processes together), dropping and counting the oldest bytes (ProcStarted.dropped_bytes).
- * Exit: ProcExit is sent after the queued output, once the process was reaped and both pipes
+ *  - Detached: the pipes are always read.
+ * Either way a process keeps about its newest 1 MiB (each chunk costs its bytes plus
+ * CHUNK_COST, so many tiny reads cannot cost more memory than the cap) and all processes
+ * together 32 MiB; beyond, the oldest chunks go (never unsent ones of an attached process).
+ * Bytes dropped before anybody consumed them count into ProcStarted.dropped_bytes. Once no
+ * connection can ask for a replay any more (detached), what lies before sent[] is freed.
+ * Exit: ProcExit is sent after the unsent output, once the process was reaped and both pipes
  * reached EOF. A background grandchild that inherited the pipes would keep them open forever,
- * so 100 ms after the reap whatever is readable is taken and the pipes are closed.
+ * so 100 ms after the reap whatever is readable is taken and the pipes are closed. The
+ * connection then serves requests again, but a ProcDetach as its next frame still applies (the
+ * host may close its handle before it has read the exit): until then the record "lingers" on
+ * the connection with a small op that passes any other frame on.
  * Input: ProcInput data is written to stdin (or the PTY master) at once as far as the pipe
  * takes it; the rest waits in a per-process queue of at most 1 MiB (beyond that: BUSY) and is
  * written when the fd polls writable. ProcInput.ack asks for an Ok once the frame's data is
@@ -60,9 +73,10 @@
 #define MAX_PTY_SIZE    1000
 #define LIST_ARGV_MAX   4096        /* bytes of argv kept for ProcList (bounds the reply's size) */
 #define CHUNK_MAX       (64u << 10) /* one ProcOutput */
-#define ATTACHED_QUEUE  (64u << 10) /* read output while attached only below this */
-#define DETACHED_MAX    (1u << 20)  /* output kept per process while detached */
-#define BUFFERED_MAX    (32u << 20) /* output kept for all detached / finished processes */
+#define ATTACHED_QUEUE  (64u << 10) /* read output while attached only below this unsent */
+#define RETAIN_MAX      (1u << 20)  /* output kept per process (chunk costs) */
+#define RETAINED_MAX    (32u << 20) /* output kept for all processes together */
+#define CHUNK_COST      64          /* bookkeeping charged per chunk (header, allocator) */
 #define STDIN_QUEUE_MAX (1u << 20)  /* input not yet written, per process */
 #define STDIN_DATA_MAX  (64u << 10) /* one ProcInput */
 #define EXIT_GRACE_MS   100         /* after the reap, wait this long for the pipes' EOF */
@@ -71,10 +85,12 @@
 
 typedef Sbx__Agent__Frame Frame;
 
+/* A piece of output: bytes [pos, pos + len) of stream `stream` (0 stdout, 1 stderr). */
 struct chunk {
     struct chunk *next;
+    uint64_t pos;
+    uint32_t len;
     uint8_t stream;
-    uint32_t off, len, cap;
     uint8_t data[];
 };
 
@@ -102,11 +118,20 @@ struct proc {
     uint64_t start_ms, end_ms, deadline_ms, grace_ms, finish_seq;
     char **argv; /* NULL-terminated */
     char *cwd, *tag;
-    /* Output */
+    /* Output (per stream: [0] stdout, [1] stderr) */
     struct watcher out_w, err_w; /* fd -1 once closed */
-    struct chunk *qh, *qt;
-    size_t qbytes;
-    uint64_t dropped;
+    struct chunk *qh, *qt;       /* retained output, oldest first */
+    struct chunk *cur;           /* no chunk before it has unsent bytes (NULL: none has) */
+    size_t cost;                 /* of the retained chunks (their bytes + CHUNK_COST each) */
+    uint64_t total[2];           /* bytes read from the process */
+    uint64_t start[2];           /* the oldest retained byte (all before are freed) */
+    uint64_t sent[2];            /* sent on the attached connection / where an attach resumes */
+    uint64_t base[2];            /* sent[] when the current (or lingering) attachment began */
+    uint64_t unsent;             /* sum of total - sent */
+    uint64_t dropped;            /* lost before anybody consumed it, for the next attacher */
+    /* After ProcExit: the connection that received it, until its next frame (ProcDetach). */
+    struct conn *linger;
+    uint32_t linger_id;
     /* Input: stdin pipe or a dup of the PTY master; fd -1 when none or closed. */
     struct watcher in_w;
     bool has_stdin; /* stdin was kept open at start (or a PTY) */
@@ -123,7 +148,7 @@ struct proc {
 /* envd is single-threaded; these are its one process table. */
 static struct proc *procs; /* oldest first */
 static unsigned nlive, nfinished;
-static size_t buffered_detached; /* output bytes queued by detached / finished processes */
+static size_t retained_total; /* cost of the retained output of all processes */
 static uint64_t finish_counter;
 static struct rlimit nofile_orig;
 static bool nofile_done;
@@ -132,6 +157,11 @@ static void attached_frame(struct server *s, struct conn *c, const Frame *f, voi
 static bool attached_drain(struct server *s, struct conn *c, void *arg);
 static void attached_closed(struct server *s, struct conn *c, void *arg);
 static const struct conn_op attached_op = {attached_frame, attached_drain, attached_closed};
+
+static void linger_frame(struct server *s, struct conn *c, const Frame *f, void *arg);
+static void linger_closed(struct server *s, struct conn *c, void *arg);
+static const struct conn_op linger_op = {linger_frame, NULL, linger_closed};
+static void end_linger(struct proc *p);
 
 static void ack_frame(struct server *s, struct conn *c, const Frame *f, void *arg);
 static void ack_closed(struct server *s, struct conn *c, void *arg);
@@ -173,21 +203,32 @@ static bool is_attached_elsewhere(const struct proc *p)
     return p->conn != NULL;
 }
 
+static void chunk_free(struct proc *p, struct chunk *ch)
+{
+    size_t cost = ch->len + CHUNK_COST;
+    p->cost -= cost;
+    retained_total -= cost;
+    uint64_t end = ch->pos + ch->len;
+    if (p->start[ch->stream] < end)
+        p->start[ch->stream] = end;
+    if (p->cur == ch)
+        p->cur = ch->next;
+    free(ch);
+}
+
 static void queue_free(struct proc *p)
 {
     while (p->qh) {
         struct chunk *ch = p->qh;
         p->qh = ch->next;
-        free(ch);
+        chunk_free(p, ch);
     }
-    p->qt = NULL;
-    if (!p->conn)
-        buffered_detached -= p->qbytes;
-    p->qbytes = 0;
+    p->qt = p->cur = NULL;
 }
 
 static void proc_free(struct server *s, struct proc *p)
 {
+    end_linger(p);
     server_unwatch(s, &p->out_w);
     server_unwatch(s, &p->err_w);
     server_unwatch(s, &p->in_w);
@@ -232,85 +273,114 @@ static void evict(struct server *s)
     }
 }
 
-/* --- output queue ------------------------------------------------------------------------ */
+/* --- retained output --------------------------------------------------------------------- */
 
-static void queue_drop_head(struct proc *p, size_t n)
+/* Bytes of ch not sent yet. */
+static uint64_t chunk_unsent(const struct proc *p, const struct chunk *ch)
 {
-    while (n > 0 && p->qh) {
-        struct chunk *ch = p->qh;
-        size_t have = ch->len - ch->off;
-        size_t k = n < have ? n : have;
-        ch->off += (uint32_t)k;
-        n -= k;
-        p->qbytes -= k;
-        if (!p->conn)
-            buffered_detached -= k;
-        if (ch->off == ch->len) {
-            p->qh = ch->next;
-            if (!p->qh)
-                p->qt = NULL;
-            free(ch);
-        }
-    }
+    uint64_t end = ch->pos + ch->len, s = p->sent[ch->stream];
+    if (end <= s)
+        return 0;
+    return end - (s > ch->pos ? s : ch->pos);
 }
 
-/* Keeps a detached process's queue within its own and the global cap. */
-static void detached_trim(struct proc *p)
+/* Frees the oldest chunk. Its unsent bytes are lost: counted, and skipped by sending. */
+static void drop_head(struct proc *p)
 {
-    if (p->qbytes > DETACHED_MAX) {
-        size_t n = p->qbytes - DETACHED_MAX;
-        p->dropped += n;
-        queue_drop_head(p, n);
+    struct chunk *ch = p->qh;
+    uint64_t lost = chunk_unsent(p, ch);
+    if (lost) {
+        /* The oldest chunk of its stream: nothing of that stream before it is unsent. */
+        p->dropped += lost;
+        p->unsent -= lost;
+        p->sent[ch->stream] = ch->pos + ch->len;
     }
-    /* Over the global cap: the output of the longest-finished processes goes first, then
-       this one's oldest. */
-    while (buffered_detached > BUFFERED_MAX) {
+    p->qh = ch->next;
+    if (!p->qh)
+        p->qt = NULL;
+    chunk_free(p, ch);
+}
+
+/* True when p's oldest chunk may go: any of a detached process, only a sent one while a
+   connection is attached (backpressure promises it everything). */
+static bool head_droppable(const struct proc *p)
+{
+    return p->qh && (!p->conn || chunk_unsent(p, p->qh) == 0);
+}
+
+/* Frees what lies before sent[]: once no connection can ask for it again with ProcDetach
+   (the process is detached, or a new attachment begins there), nobody will get it. */
+static void compact(struct proc *p)
+{
+    struct chunk **pp = &p->qh, *last = NULL;
+    while (*pp) {
+        struct chunk *ch = *pp;
+        if (ch->pos + ch->len <= p->sent[ch->stream]) {
+            *pp = ch->next;
+            chunk_free(p, ch);
+        } else {
+            last = ch;
+            pp = &ch->next;
+        }
+    }
+    p->qt = last;
+    p->cur = p->qh;
+}
+
+/* Keeps p within its own cap and everything within the global one. */
+static void retain_trim(struct proc *p)
+{
+    while (p->cost > RETAIN_MAX && head_droppable(p))
+        drop_head(p);
+    if (retained_total <= RETAINED_MAX)
+        return;
+    /* Over the global cap: the output of the longest-finished processes goes first (nobody
+       attached to them), then this one's oldest, then the oldest of whichever holds most. */
+    while (retained_total > RETAINED_MAX) {
         struct proc *old = NULL;
         for (struct proc *q = procs; q; q = q->next)
-            if (q != p && q->finished && !q->conn && q->qbytes &&
+            if (q != p && q->finished && !q->conn && q->qh &&
                 (!old || q->finish_seq < old->finish_seq))
                 old = q;
         if (!old)
             break;
-        old->dropped += old->qbytes;
-        queue_drop_head(old, old->qbytes);
+        while (retained_total > RETAINED_MAX && old->qh)
+            drop_head(old);
     }
-    if (buffered_detached > BUFFERED_MAX) {
-        size_t n = buffered_detached - BUFFERED_MAX;
-        if (n > p->qbytes)
-            n = p->qbytes;
-        p->dropped += n;
-        queue_drop_head(p, n);
+    while (retained_total > RETAINED_MAX && head_droppable(p))
+        drop_head(p);
+    while (retained_total > RETAINED_MAX) {
+        struct proc *big = NULL;
+        for (struct proc *q = procs; q; q = q->next)
+            if (head_droppable(q) && (!big || q->cost > big->cost))
+                big = q;
+        if (!big)
+            break; /* only unsent output of attached processes: bounded by backpressure */
+        drop_head(big);
     }
 }
 
+/* Appends what was read (n <= CHUNK_MAX). One allocation of exactly n bytes per read. */
 static bool queue_append(struct proc *p, int stream, const uint8_t *data, size_t n)
 {
-    while (n > 0) {
-        struct chunk *t = p->qt;
-        if (!t || t->stream != stream || t->len == t->cap) {
-            uint32_t cap = n < 4096 ? 4096 : (n > CHUNK_MAX ? CHUNK_MAX : (uint32_t)n);
-            t = malloc(sizeof(*t) + cap);
-            if (!t)
-                return false;
-            *t = (struct chunk){.stream = (uint8_t)stream, .cap = cap};
-            if (p->qt)
-                p->qt->next = t;
-            else
-                p->qh = t;
-            p->qt = t;
-        }
-        size_t k = t->cap - t->len;
-        if (k > n)
-            k = n;
-        memcpy(t->data + t->len, data, k);
-        t->len += (uint32_t)k;
-        data += k;
-        n -= k;
-        p->qbytes += k;
-        if (!p->conn)
-            buffered_detached += k;
-    }
+    if (n == 0)
+        return true;
+    struct chunk *ch = malloc(sizeof(*ch) + n);
+    if (!ch)
+        return false;
+    *ch = (struct chunk){.pos = p->total[stream], .len = (uint32_t)n, .stream = (uint8_t)stream};
+    memcpy(ch->data, data, n);
+    if (p->qt)
+        p->qt->next = ch;
+    else
+        p->qh = ch;
+    p->qt = ch;
+    if (!p->cur)
+        p->cur = ch;
+    p->total[stream] += n;
+    p->unsent += n;
+    p->cost += n + CHUNK_COST;
+    retained_total += n + CHUNK_COST;
     return true;
 }
 
@@ -318,7 +388,7 @@ static bool queue_append(struct proc *p, int stream, const uint8_t *data, size_t
 
 static void update_watch(struct proc *p)
 {
-    bool want = !p->conn || (conn_writable(p->conn) && p->qbytes < ATTACHED_QUEUE);
+    bool want = !p->conn || (conn_writable(p->conn) && p->unsent < ATTACHED_QUEUE);
     p->out_w.events = p->out_w.fd >= 0 && want ? POLLIN : 0;
     p->err_w.events = p->err_w.fd >= 0 && want ? POLLIN : 0;
     p->in_w.events = p->in_w.fd >= 0 && p->in_len > p->in_off ? POLLOUT : 0;
@@ -342,30 +412,65 @@ static void send_exit(struct proc *p)
     conn_send(p->conn, &f);
 }
 
-/* Moves queued output to the attached connection while it is writable; after the last of
+/* Sends the next unsent bytes: consecutive ones of one stream together, up to CHUNK_MAX (many
+   small reads become one frame). Returns false when there were none. */
+static bool send_next(struct proc *p)
+{
+    static uint8_t buf[CHUNK_MAX];
+    if (!p->cur)
+        p->cur = p->qh;
+    while (p->cur && chunk_unsent(p, p->cur) == 0)
+        p->cur = p->cur->next;
+    if (!p->cur) {
+        p->unsent = 0; /* cannot be otherwise; keeps a slip from spinning */
+        return false;
+    }
+    int stream = p->cur->stream;
+    size_t n = 0;
+    for (struct chunk *ch = p->cur; ch; ch = ch->next) {
+        uint64_t u = chunk_unsent(p, ch);
+        if (u == 0)
+            continue; /* sent already (after a replay position moved back) */
+        if (ch->stream != stream || n + u > sizeof(buf))
+            break;
+        memcpy(buf + n, ch->data + (ch->len - u), u);
+        n += u;
+        p->sent[stream] += u;
+    }
+    p->unsent -= n;
+    Sbx__Agent__ProcOutput o = SBX__AGENT__PROC_OUTPUT__INIT;
+    o.stream = stream ? SBX__AGENT__STREAM__STREAM_STDERR : SBX__AGENT__STREAM__STREAM_STDOUT;
+    o.data.data = buf;
+    o.data.len = n;
+    Frame f = SBX__AGENT__FRAME__INIT;
+    f.id = p->op_id;
+    f.body_case = SBX__AGENT__FRAME__BODY_PROC_OUTPUT;
+    f.proc_output = &o;
+    conn_send(p->conn, &f);
+    return true;
+}
+
+/* Moves unsent output to the attached connection while it is writable; after the last of
    it, ProcExit ends the attachment. May detach p (never frees it). */
 static void proc_flush(struct proc *p)
 {
     struct conn *c = p->conn;
     if (!c)
         return;
-    while (p->qh && conn_writable(c)) {
-        struct chunk *ch = p->qh;
-        Sbx__Agent__ProcOutput o = SBX__AGENT__PROC_OUTPUT__INIT;
-        o.stream = ch->stream;
-        o.data.data = ch->data + ch->off;
-        o.data.len = ch->len - ch->off;
-        Frame f = SBX__AGENT__FRAME__INIT;
-        f.id = p->op_id;
-        f.body_case = SBX__AGENT__FRAME__BODY_PROC_OUTPUT;
-        f.proc_output = &o;
-        conn_send(c, &f);
-        queue_drop_head(p, ch->len - ch->off);
-    }
-    if (!p->qh && p->finished && conn_writable(c)) {
+    while (p->unsent && conn_writable(c) && send_next(p))
+        ;
+    if (!p->unsent && p->finished && conn_writable(c)) {
         send_exit(p);
         conn_set_op(c, NULL, NULL);
         p->conn = NULL;
+        if (p->kill_on_detach) {
+            /* sbx_exec's: its host never detaches, nothing is asked for again. */
+            compact(p);
+        } else {
+            p->linger = c;
+            p->linger_id = p->op_id;
+            conn_set_op(c, &linger_op, p);
+        }
         p->kill_on_detach = false;
     }
     update_watch(p);
@@ -607,16 +712,14 @@ static void got_output(struct proc *p, int stream, const uint8_t *data, size_t n
     }
     if (p->conn)
         proc_flush(p);
-    else
-        detached_trim(p);
+    retain_trim(p);
 }
 
 static void on_output(struct server *s, struct watcher *w, short revents)
 {
     static uint8_t buf[CHUNK_MAX];
     struct proc *p = w->arg;
-    int stream =
-        w == &p->err_w ? SBX__AGENT__STREAM__STREAM_STDERR : SBX__AGENT__STREAM__STREAM_STDOUT;
+    int stream = w == &p->err_w; /* 0 stdout, 1 stderr */
     ssize_t n = read(w->fd, buf, sizeof(buf));
     if (n > 0) {
         got_output(p, stream, buf, (size_t)n);
@@ -635,7 +738,7 @@ static void grace_over(struct server *s, struct proc *p)
     struct watcher *ws[2] = {&p->out_w, &p->err_w};
     for (int i = 0; i < 2; i++) {
         struct watcher *w = ws[i];
-        int stream = i ? SBX__AGENT__STREAM__STREAM_STDERR : SBX__AGENT__STREAM__STREAM_STDOUT;
+        int stream = i;
         size_t total = 0;
         while (w->fd >= 0 && total < GRACE_READ_MAX) {
             ssize_t n = read(w->fd, buf, sizeof(buf));
@@ -644,10 +747,11 @@ static void grace_over(struct server *s, struct proc *p)
             if (n <= 0)
                 break;
             total += (size_t)n;
-            if (!queue_append(p, stream, buf, (size_t)n))
+            if (!queue_append(p, stream, buf, (size_t)n)) {
+                p->dropped += (size_t)n;
                 break;
-            if (!p->conn)
-                detached_trim(p);
+            }
+            retain_trim(p);
         }
         close_watch(s, w);
     }
@@ -658,10 +762,14 @@ static void grace_over(struct server *s, struct proc *p)
 
 static void attach(struct proc *p, struct conn *c, uint32_t id)
 {
-    /* The queue stops counting towards the detached budget. */
-    buffered_detached -= p->qbytes;
+    /* Nobody can ask for what lies before sent[] any more: the lingering connection of the
+       last ProcExit loses its say. */
+    end_linger(p);
+    compact(p);
     p->conn = c;
     p->op_id = id;
+    p->base[0] = p->sent[0];
+    p->base[1] = p->sent[1];
     conn_set_op(c, &attached_op, p);
     Sbx__Agent__ProcStarted st = SBX__AGENT__PROC_STARTED__INIT;
     st.pid = (uint32_t)p->pid;
@@ -675,19 +783,72 @@ static void attach(struct proc *p, struct conn *c, uint32_t id)
     proc_flush(p);
 }
 
-/* p loses its connection (closed: c is being freed; else another connection takes over). */
-static void detach(struct proc *p, bool closed)
+enum detach_why {
+    DETACH_CLOSED, /* the connection is being freed */
+    DETACH_TAKEN,  /* another connection attached */
+    DETACH_ASKED,  /* ProcDetach */
+};
+
+/* p loses its connection. */
+static void detach(struct proc *p, enum detach_why why)
 {
     struct conn *c = p->conn;
-    acks_forget_conn(p, c, closed ? 0 : EBUSY);
+    acks_forget_conn(p, c, why == DETACH_TAKEN ? EBUSY : 0);
     p->conn = NULL;
-    buffered_detached += p->qbytes;
-    if (closed && p->kill_on_detach && !p->reaped) {
+    /* ProcDetach announces the close: kill_on_detach applies as on the close itself. */
+    if (why != DETACH_TAKEN && p->kill_on_detach && !p->reaped) {
         kill(-p->pid, SIGKILL);
         kill(p->pid, SIGKILL);
     }
-    detached_trim(p);
+    compact(p);
+    retain_trim(p);
     update_watch(p);
+}
+
+/* Checks a ProcDetach against what the attachment that began at base[] sent, and moves the
+   resume position to what the host consumed. False (and the connection failed) when it
+   claims more than was sent. */
+static bool apply_detach(struct conn *c, uint32_t id, struct proc *p,
+                         const Sbx__Agent__ProcDetach *d)
+{
+    uint64_t got[2] = {d->stdout_consumed, d->stderr_consumed};
+    for (int i = 0; i < 2; i++)
+        if (got[i] > p->sent[i] - p->base[i]) {
+            conn_fail(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                      "ProcDetach: %llu bytes of %s consumed, but %llu were sent",
+                      (unsigned long long)got[i], i ? "stderr" : "stdout",
+                      (unsigned long long)(p->sent[i] - p->base[i]));
+            return false;
+        }
+    p->unsent = 0;
+    for (int i = 0; i < 2; i++) {
+        uint64_t at = p->base[i] + got[i];
+        if (at < p->start[i]) {
+            /* Delivered, not consumed, and no longer kept. */
+            p->dropped += p->start[i] - at;
+            at = p->start[i];
+        }
+        p->sent[i] = at;
+        p->unsent += p->total[i] - at;
+    }
+    p->cur = p->qh;
+    return true;
+}
+
+/* ProcDetach on the attached connection. */
+static void proc_detach(struct conn *c, uint32_t id, struct proc *p,
+                        const Sbx__Agent__ProcDetach *d)
+{
+    if (id != p->op_id) {
+        conn_fail(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
+                  "ProcDetach with id %u on a connection attached to process %d with id %u", id,
+                  (int)p->pid, p->op_id);
+        return;
+    }
+    if (!apply_detach(c, id, p, d))
+        return; /* the connection closes: attached_closed detaches */
+    conn_set_op(c, NULL, NULL);
+    detach(p, DETACH_ASKED);
 }
 
 static bool attached_drain(struct server *s, struct conn *c, void *arg)
@@ -698,7 +859,37 @@ static bool attached_drain(struct server *s, struct conn *c, void *arg)
 
 static void attached_closed(struct server *s, struct conn *c, void *arg)
 {
-    detach(arg, true);
+    detach(arg, DETACH_CLOSED);
+}
+
+/* The lingering connection of p's ProcExit may no longer detach (forgets it; c stays). */
+static void end_linger(struct proc *p)
+{
+    if (!p->linger)
+        return;
+    conn_set_op(p->linger, NULL, NULL);
+    p->linger = NULL;
+}
+
+/* The first frame after ProcExit: a ProcDetach for that attachment, or anything else, which
+   is served as usual. */
+static void linger_frame(struct server *s, struct conn *c, const Frame *f, void *arg)
+{
+    struct proc *p = arg;
+    bool ours = f->body_case == SBX__AGENT__FRAME__BODY_PROC_DETACH && f->id == p->linger_id;
+    end_linger(p);
+    if (ours)
+        apply_detach(c, f->id, p, f->proc_detach);
+    compact(p);
+    if (!ours)
+        conn_dispatch(s, c, f);
+}
+
+static void linger_closed(struct server *s, struct conn *c, void *arg)
+{
+    struct proc *p = arg;
+    p->linger = NULL;
+    compact(p);
 }
 
 /* --- requests ---------------------------------------------------------------------------- */
@@ -873,7 +1064,7 @@ static void proc_attach(struct server *s, struct conn *c, uint32_t id,
     if (is_attached_elsewhere(p)) {
         struct conn *old = p->conn;
         uint32_t old_id = p->op_id;
-        detach(p, false);
+        detach(p, DETACH_TAKEN);
         conn_error(old, old_id, SBX__AGENT__ERROR_CODE__ERROR_CODE_BUSY, 0,
                    "process %d was attached by another connection", (int)p->pid);
         conn_set_op(old, NULL, NULL);
@@ -1410,6 +1601,9 @@ static void attached_frame(struct server *s, struct conn *c, const Frame *f, voi
         return;
     case SBX__AGENT__FRAME__BODY_PROC_LIST_REQUEST:
         proc_list(c, f->id);
+        return;
+    case SBX__AGENT__FRAME__BODY_PROC_DETACH:
+        proc_detach(c, f->id, cur, f->proc_detach);
         return;
     case SBX__AGENT__FRAME__BODY_PING: {
         Sbx__Agent__Pong pong = SBX__AGENT__PONG__INIT;

@@ -30,6 +30,10 @@
 /* After answering Shutdown, how long to wait for the host to close the connection: the Ok
    must leave the guest before the reboot resets the vsock device. */
 #define SHUTDOWN_LINGER_MS 1000
+/* After the guest kernel ran out of memory for a vsock packet: wait, then send at most this
+   much per call (a small, likely allocation). */
+#define SEND_RETRY_MS 10
+#define SMALL_SEND    (4u << 10)
 
 struct conn {
     int fd;
@@ -40,6 +44,13 @@ struct conn {
     bool closing;  /* an Error was queued: close once it is written */
     bool shutdown; /* Ok to Shutdown queued: power off once written and the host closed */
     bool dead;
+    /* Writing failed (the host closed or reset): output is dropped, but what the host sent
+       before closing is still read and served (a ProcDetach right before the close) until
+       the read side ends too. */
+    bool write_failed;
+    /* The guest kernel refused a send for lack of memory: retry then, in small sends. */
+    uint64_t send_retry_at_ms;
+    bool small_sends;
     uint64_t shutdown_at_ms;
     const struct conn_op *op; /* the streaming operation owning the connection, or NULL */
     void *op_arg;
@@ -103,16 +114,35 @@ void server_unwatch(struct server *s, struct watcher *w)
 static void flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n =
-            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        size_t len = c->out_len - c->out_off;
+        if (c->small_sends && len > SMALL_SEND)
+            len = SMALL_SEND;
+        ssize_t n = send(c->fd, c->out + c->out_off, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->out_off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             return;
+        } else if (n < 0 && (errno == ENOMEM || errno == ENOBUFS)) {
+            /* vsock allocates a kernel buffer per packet, up to 64 KiB contiguous: with the
+               page cache full of file data that can fail for a while. Transient, so back
+               off and go on with small packets rather than dropping the connection. */
+            c->send_retry_at_ms = mono_ms() + SEND_RETRY_MS;
+            c->small_sends = true;
+            return;
+        } else if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) &&
+                   !c->shutdown) {
+            /* The host closed: nothing left to tell it, but its last frames may still be
+               waiting to be read (the read side then ends with EOF). */
+            c->write_failed = true;
+            break;
         } else {
-            c->dead = true; /* the host went away: nothing left to tell it */
+            /* The host went away (EPIPE, ECONNRESET): nothing left to tell it. Anything else
+               is worth a line on the console. */
+            if (n < 0 && errno != EPIPE && errno != ECONNRESET && errno != ENOTCONN)
+                log_msg("dropping a connection: send: %s", strerror(errno));
+            c->dead = true;
             return;
         }
     }
@@ -121,17 +151,17 @@ static void flush(struct conn *c)
 
 bool conn_writable(const struct conn *c)
 {
-    return !c->dead && !c->closing && c->out_len - c->out_off < OUT_LOW;
+    return !c->dead && !c->closing && !c->write_failed && c->out_len - c->out_off < OUT_LOW;
 }
 
 bool conn_gone(const struct conn *c)
 {
-    return c->dead || c->closing;
+    return c->dead || c->closing || c->write_failed;
 }
 
 void conn_send(struct conn *c, const Sbx__Agent__Frame *f)
 {
-    if (c->dead)
+    if (c->dead || c->write_failed)
         return;
     size_t need = frame_size(f);
     if (c->out_off > 0 && c->out_off == c->out_len)
@@ -330,6 +360,11 @@ static void on_frame(struct server *s, struct conn *c, const Sbx__Agent__Frame *
         c->op->frame(s, c, req, c->op_arg);
         return;
     }
+    conn_dispatch(s, c, req);
+}
+
+void conn_dispatch(struct server *s, struct conn *c, const Sbx__Agent__Frame *req)
+{
     if (!c->hello_done && req->body_case != SBX__AGENT__FRAME__BODY_HELLO) {
         conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
                   "expected Hello first, got %s", frame_body_name(req->body_case));
@@ -435,8 +470,11 @@ static void conn_read(struct server *s, struct conn *c)
     static uint8_t buf[64 * 1024]; /* single-threaded: one buffer serves every connection */
     ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            if (errno != ECONNRESET && errno != ENOTCONN)
+                log_msg("dropping a connection: recv: %s", strerror(errno));
             c->dead = true;
+        }
         return;
     }
     if (n == 0) {
@@ -566,8 +604,15 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
         for (size_t i = 0; i < s.nconns; i++) {
             struct conn *c = s.conns[i];
             short ev = 0;
-            if (c->out_off < c->out_len)
-                ev |= POLLOUT;
+            if (c->out_off < c->out_len) {
+                if (now >= c->send_retry_at_ms) {
+                    ev |= POLLOUT;
+                } else {
+                    int left = (int)(c->send_retry_at_ms - now);
+                    if (timeout < 0 || left < timeout)
+                        timeout = left;
+                }
+            }
             /* Once Shutdown is answered, reading only watches for the host's close. */
             if ((!c->closing || c->shutdown) && c->out_len - c->out_off < OUT_HIGH)
                 ev |= POLLIN;

@@ -19,6 +19,13 @@
  * process in envd (and kills it when it was started with kill_on_detach, as sbx_exec does:
  * an interrupted or failed sbx_exec leaves nothing running).
  *
+ * No output is lost by closing a handle: envd keeps recent output after sending it, and right
+ * before closing the handle tells it with ProcDetach how many bytes of each stream its user
+ * actually got (sbx_proc_read, sbx_proc_wait's result). Output still queued in the handle,
+ * buffered in the connection or on its way is then delivered again to the next
+ * sbx_proc_attach. The frame is sent without waiting; if it does not fit into the socket,
+ * envd resumes after what it had sent, as when the host dies.
+ *
  * Everything from the guest is checked: ids, bodies, streams, exit values, list sizes.
  */
 #include <errno.h>
@@ -28,6 +35,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -104,6 +112,10 @@ struct sbx_proc {
     size_t output_cap;
     struct hchunk *qh, *qt;
     size_t qbytes;
+    /* Bytes of each stream (SBX_STDOUT, SBX_STDERR) handed to the user on this attachment:
+       returned by sbx_proc_read, given to the callback or the capture buffers. */
+    uint64_t consumed[2];
+    bool kill_on_detach; /* sbx_exec's: closing kills it, nothing to hand over */
 };
 
 /* --- option checks ------------------------------------------------------------------------ */
@@ -306,10 +318,15 @@ static int deliver(struct sbx_proc *p, struct call *c, int stream, const void *d
     if (p->fn) {
         if (!p->fn_stopped && p->fn(p->ctx, stream, data, len) != 0)
             p->fn_stopped = true;
+        p->consumed[stream == SBX_STDERR] += len;
         return 0;
     }
     bool ok = p->capturing ? capture_add(p, stream, data, len) : queue_add(p, stream, data, len);
-    return ok ? 0 : call_fail(c, SBX_ENOMEM, "out of memory for the output of process %u", p->pid);
+    if (!ok)
+        return call_fail(c, SBX_ENOMEM, "out of memory for the output of process %u", p->pid);
+    if (p->capturing)
+        p->consumed[stream == SBX_STDERR] += len;
+    return 0;
 }
 
 /* Moves the queued output into the capture buffers (sbx_proc_wait). */
@@ -319,6 +336,7 @@ static int queue_to_capture(struct sbx_proc *p, struct call *c)
         struct hchunk *h = p->qh;
         if (!capture_add(p, h->stream, h->data + h->off, h->len - h->off))
             return call_fail(c, SBX_ENOMEM, "out of memory for the output of process %u", p->pid);
+        p->consumed[h->stream == SBX_STDERR] += h->len - h->off;
         p->qh = h->next;
         p->qbytes -= h->len - h->off;
         free(h);
@@ -632,6 +650,7 @@ static int start(sbx *sb, struct call *c, const sbx_exec_options *o, bool exec, 
     p->attached = true;
     p->pty = rows != 0;
     p->stdin_open = ps.stdin;
+    p->kill_on_detach = exec;
     if (o && o->output_cap)
         p->output_cap = o->output_cap;
     *out = p;
@@ -673,6 +692,37 @@ static void release_conn(struct sbx_proc *p)
     bool reusable = !p->attached && !p->nacks && !p->req_id && !p->stale_id && !p->fatal;
     agent_conn_put(p->sb, p->conn, reusable);
     p->conn = NULL;
+}
+
+/* True when closing must tell envd what was consumed: it still streams the process, or it
+   has finished but not everything received was handed out. Not after a takeover (another
+   handle has the process now) or a broken connection (nothing more can be sent on it). */
+static bool wants_detach(const struct sbx_proc *p)
+{
+    if (p->kill_on_detach || p->fatal || p->op_err)
+        return false;
+    return p->attached || (p->exited && p->qh);
+}
+
+/* Sends ProcDetach without waiting (best effort: the handle is closing, whatever happens). */
+static void send_detach(struct sbx_proc *p)
+{
+    Sbx__Agent__ProcDetach d = SBX__AGENT__PROC_DETACH__INIT;
+    d.stdout_consumed = p->consumed[0];
+    d.stderr_consumed = p->consumed[1];
+    Frame f = SBX__AGENT__FRAME__INIT;
+    f.id = p->op_id;
+    f.body_case = SBX__AGENT__FRAME__BODY_PROC_DETACH;
+    f.proc_detach = &d;
+    uint8_t buf[64];
+    size_t len;
+    if (frame_encode(&f, buf, sizeof(buf), &len, NULL, 0) != 0)
+        return;
+    ssize_t n;
+    do
+        n = send(p->conn->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    /* A partial frame (or none) reads as a close without ProcDetach on envd's side. */
 }
 
 int sbx_exec(sbx *sb, const sbx_exec_options *o, sbx_exec_result *res)
@@ -916,6 +966,7 @@ static int queue_pop(struct sbx_proc *p, void *buf, size_t cap, int *stream)
         *stream = h->stream;
     h->off += n;
     p->qbytes -= n;
+    p->consumed[h->stream == SBX_STDERR] += n;
     if (h->off == h->len) {
         p->qh = h->next;
         if (!p->qh)
@@ -1162,8 +1213,15 @@ void sbx_proc_close(sbx_proc *p)
         close(p->epfd);
     if (p->evfd >= 0)
         close(p->evfd);
-    if (p->conn)
-        release_conn(p);
+    if (p->conn) {
+        if (wants_detach(p)) {
+            send_detach(p);
+            agent_conn_put(p->sb, p->conn, false);
+            p->conn = NULL;
+        } else {
+            release_conn(p);
+        }
+    }
     frame_free(p->req_reply);
     queue_clear(p);
     capture_clear(p);

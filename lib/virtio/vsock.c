@@ -21,11 +21,12 @@
 #define Q_TX    1
 #define Q_EVENT 2
 
-#define HDR_LEN       sizeof(struct virtio_vsock_hdr)
-#define CHAIN_CAP     (1024u * 1024) /* per-chain cap on every vsock queue */
-#define RST_RING      64             /* RSTs owed to guest ports we keep no state for */
-#define HUP_POLL_MS   1000           /* half-closed connections: how often to look for close */
-#define SHUTDOWN_BOTH (VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND)
+#define HDR_LEN         sizeof(struct virtio_vsock_hdr)
+#define CHAIN_CAP       (1024u * 1024) /* per-chain cap on every vsock queue */
+#define RST_RING        64             /* RSTs owed to guest ports we keep no state for */
+#define HUP_POLL_MS     1000           /* half-closed connections: how often to look for close */
+#define CREDIT_STALL_MS 200            /* window closed this long with data waiting: ask again */
+#define SHUTDOWN_BOTH   (VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND)
 
 struct rst_entry {
     uint32_t host_port, guest_port;
@@ -157,6 +158,20 @@ static void host_gone(struct vsock_conn *c)
     arm_timer(c, c->vs->close_timeout_ms);
 }
 
+/* Writing to the caller failed (it closed its end): drop guest data from now on, but keep
+   forwarding what the caller wrote before closing (a last request, such as envd's
+   ProcDetach) until its EOF, which then ends the connection as usual. */
+static void host_deaf(struct vsock_conn *c)
+{
+    c->host_deaf = true;
+    c->fwd_cnt += (uint32_t)c->pend_len;
+    free(c->pend);
+    c->pend = NULL;
+    c->pend_off = c->pend_len = c->pend_cap = 0;
+    if (!c->readable && !c->host_eof)
+        event_add(c->ev_read, NULL);
+}
+
 /* read() returned EOF: either a full close or shutdown(SHUT_WR) by the caller. */
 static void host_eof(struct vsock_conn *c)
 {
@@ -188,7 +203,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         pthread_mutex_unlock(&d->lock);
         return;
     }
-    if (c->state == CONN_ESTABLISHED && c->host_eof && !c->host_gone) {
+    if (c->state == CONN_ESTABLISHED && !c->host_eof) {
+        /* The guest's window has been closed for a while with host data waiting. A Linux
+           guest announces a reopened window with a CREDIT_UPDATE that it may fail to
+           allocate under memory pressure and never retries: ask for it instead, again and
+           again while the stall lasts, so such a loss costs a delay, not a hang. */
+        if (c->readable && !vsock_conn_peer_credit(c)) {
+            c->ctrl |= CTRL_CREDIT_REQ;
+            mark_ready(c);
+            arm_timer(c, CREDIT_STALL_MS);
+        }
+    } else if (c->state == CONN_ESTABLISHED && c->host_eof && !c->host_gone) {
         struct pollfd p = {.fd = c->fd, .events = 0};
         if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP))
             host_gone(c);
@@ -245,7 +270,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (vsock_conn_pend_flush(c) < 0) {
-        host_gone(c);
+        host_deaf(c);
+        event_del(c->ev_write);
     } else {
         if (!c->pend_len)
             event_del(c->ev_write);
@@ -346,6 +372,9 @@ static void send_ctrl(struct vsock *vs, struct vsock_conn *c)
         c->ctrl &= ~CTRL_SHUTDOWN;
         conn_hdr(&h, c, VIRTIO_VSOCK_OP_SHUTDOWN);
         h.flags = c->shutdown_flags;
+    } else if (c->ctrl & CTRL_CREDIT_REQ) {
+        c->ctrl &= ~CTRL_CREDIT_REQ;
+        conn_hdr(&h, c, VIRTIO_VSOCK_OP_CREDIT_REQUEST);
     } else {
         conn_hdr(&h, c, VIRTIO_VSOCK_OP_CREDIT_UPDATE);
     }
@@ -403,6 +432,9 @@ static void rx_pump(struct vsock *vs)
             if (!c->readable || c->state != CONN_ESTABLISHED || c->host_eof ||
                 (c->peer_shut & VIRTIO_VSOCK_SHUTDOWN_RCV) || !credit) {
                 /* Nothing to send now; a credit update or a readable event re-queues it. */
+                if (!credit && c->readable && c->state == CONN_ESTABLISHED && !c->host_eof &&
+                    !evtimer_pending(c->timer, NULL))
+                    arm_timer(c, CREDIT_STALL_MS);
                 unmark_ready(c);
                 continue;
             }
@@ -469,7 +501,7 @@ static void guest_data(struct vsock *vs, struct vsock_conn *c, uint32_t len)
         conn_close(c, true); /* data after the guest's own SHUTDOWN */
         return;
     }
-    if (c->host_gone) {
+    if (c->host_gone || c->host_deaf) {
         c->fwd_cnt += len; /* nobody reads: drop, but keep the guest's window moving */
         return;
     }
@@ -487,7 +519,8 @@ static void guest_data(struct vsock *vs, struct vsock_conn *c, uint32_t len)
             n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         } while (n < 0 && errno == EINTR);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            host_gone(c);
+            host_deaf(c);
+            c->fwd_cnt += len;
             return;
         }
         if (n < 0)

@@ -29,9 +29,10 @@ enum vsock_conn_state {
 };
 
 /* Control packets owed to the guest (sent in this priority order when rx buffers exist). */
-#define CTRL_REQUEST  (1u << 0)
-#define CTRL_SHUTDOWN (1u << 1)
-#define CTRL_CREDIT   (1u << 2)
+#define CTRL_REQUEST    (1u << 0)
+#define CTRL_SHUTDOWN   (1u << 1)
+#define CTRL_CREDIT     (1u << 2)
+#define CTRL_CREDIT_REQ (1u << 3) /* ask the guest for its window (it looks stuck at zero) */
 
 struct vsock_conn {
     struct vsock *vs;
@@ -50,6 +51,7 @@ struct vsock_conn {
     bool readable;           /* fd had data last time we looked (read watch disarmed) */
     bool host_eof;           /* the caller shut its write side: nothing more to send */
     bool host_gone;          /* the caller closed completely: guest data is dropped */
+    bool host_deaf;          /* writing to the caller failed: guest data is dropped */
     uint32_t peer_shut;      /* VIRTIO_VSOCK_SHUTDOWN_* received from the guest */
 
     /* Guest receive window (host -> guest): never exceed it. */

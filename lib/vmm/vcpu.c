@@ -107,6 +107,29 @@ static void handle_internal_error(struct vcpu *v)
                  run->internal.suberror);
 }
 
+/* A triple fault is how a CPU gives up (or, rarely, how a kernel reboots when asked): unless
+   a shutdown was requested it is a crash, reported with the vCPU's state for diagnosis. */
+static void triple_fault(struct vcpu *v)
+{
+    struct sbx *sb = v->sb;
+    struct kvm_regs r;
+    struct kvm_sregs sr;
+    if (sb->shutdown_requested || serial_contains(&sb->serial, "Kernel panic")) {
+        sbx_guest_reset(sb, "triple fault");
+        return;
+    }
+    if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &sr) < 0) {
+        sbx_stop(sb, SBX_STATE_FAILED, "the guest triple-faulted on vCPU %u", v->id);
+        return;
+    }
+    sbx_stop(sb, SBX_STATE_FAILED,
+             "the guest triple-faulted on vCPU %u (rip %#llx rsp %#llx cr0 %#llx cr2 %#llx cr3 "
+             "%#llx cr4 %#llx efer %#llx)",
+             v->id, (unsigned long long)r.rip, (unsigned long long)r.rsp,
+             (unsigned long long)sr.cr0, (unsigned long long)sr.cr2, (unsigned long long)sr.cr3,
+             (unsigned long long)sr.cr4, (unsigned long long)sr.efer);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -134,7 +157,7 @@ static void *vcpu_thread(void *arg)
                        run->mmio.is_write);
             break;
         case KVM_EXIT_SHUTDOWN:
-            sbx_guest_reset(sb, "triple fault");
+            triple_fault(v);
             break;
         case KVM_EXIT_SYSTEM_EVENT:
             if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
