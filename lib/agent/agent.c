@@ -231,9 +231,9 @@ static uint32_t feature_bit(const char *name)
         const char *name;
         uint32_t bit;
     } known[] = {
-        {"clock", AGENT_FEATURE_CLOCK}, {"hostname", AGENT_FEATURE_HOSTNAME},
-        {"exec", AGENT_FEATURE_EXEC},   {"pty", AGENT_FEATURE_PTY},
-        {"files", AGENT_FEATURE_FILES}, {"watch", AGENT_FEATURE_WATCH},
+        {"clock", AGENT_FEATURE_CLOCK},     {"hostname", AGENT_FEATURE_HOSTNAME},
+        {"exec", AGENT_FEATURE_EXEC},       {"pty", AGENT_FEATURE_PTY},
+        {"files", AGENT_FEATURE_FILES},     {"watch", AGENT_FEATURE_WATCH},
         {"metrics", AGENT_FEATURE_METRICS},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
