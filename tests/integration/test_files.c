@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "../common/testdata.h"
 
 static sbx *boot(const char *rootfs)
 {
@@ -18,28 +19,6 @@ static sbx *boot(const char *rootfs)
     return sb;
 }
 
-/* FNV-1a over a deterministic pseudo-random stream (xorshift). */
-struct prng {
-    uint64_t s;
-};
-static void prng_fill(struct prng *p, uint8_t *buf, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        p->s ^= p->s << 13;
-        p->s ^= p->s >> 7;
-        p->s ^= p->s << 17;
-        buf[i] = (uint8_t)(p->s >> 24);
-    }
-}
-static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-#define FNV_INIT 14695981039346656037ull
 
 SBX_TEST(round_trip_stat_list_errors)
 {

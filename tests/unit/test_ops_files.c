@@ -23,6 +23,7 @@
 
 #include "local_envd.h"
 #include "sandbox.h"
+#include "../common/testdata.h"
 
 /* --- fixture: a local envd and a temporary directory ----------------------------------------- */
 
@@ -90,30 +91,6 @@ static size_t host_read(const char *path, char *buf, size_t cap)
     return n;
 }
 
-/* Bytes of a deterministic pseudo-random stream (xorshift), for large data. */
-struct prng {
-    uint64_t s;
-};
-static void prng_fill(struct prng *p, uint8_t *buf, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        p->s ^= p->s << 13;
-        p->s ^= p->s >> 7;
-        p->s ^= p->s << 17;
-        buf[i] = (uint8_t)(p->s >> 24);
-    }
-}
-
-/* FNV-1a, incremental. */
-static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-#define FNV_INIT 14695981039346656037ull
 
 /* Peak resident memory (VmHWM, KiB) of a process. */
 static long vm_hwm_kib(pid_t pid)
