@@ -19,7 +19,6 @@ static sbx *boot(const char *rootfs)
     return sb;
 }
 
-
 SBX_TEST(round_trip_stat_list_errors)
 {
     sbx *sb = boot("base");
