@@ -91,7 +91,6 @@ static size_t host_read(const char *path, char *buf, size_t cap)
     return n;
 }
 
-
 /* Peak resident memory (VmHWM, KiB) of a process. */
 static long vm_hwm_kib(pid_t pid)
 {
