@@ -32,8 +32,9 @@
 #define SHUTDOWN_LINGER_MS 1000
 /* After the guest kernel ran out of memory for a vsock packet: wait, then send at most this
    much per call (a small, likely allocation). */
-#define SEND_RETRY_MS 10
-#define SMALL_SEND    (4u << 10)
+#define SEND_RETRY_MS  10
+#define SMALL_SEND     (4u << 10)
+#define SMALL_SENDS_MS 200 /* then full-size packets again: small ones cost throughput */
 
 struct conn {
     int fd;
@@ -48,9 +49,10 @@ struct conn {
        before closing is still read and served (a ProcDetach right before the close) until
        the read side ends too. */
     bool write_failed;
-    /* The guest kernel refused a send for lack of memory: retry then, in small sends. */
+    /* The guest kernel refused a send for lack of memory: retry then, in small sends for a
+       while. */
     uint64_t send_retry_at_ms;
-    bool small_sends;
+    uint64_t small_sends_until_ms;
     uint64_t shutdown_at_ms;
     const struct conn_op *op; /* the streaming operation owning the connection, or NULL */
     void *op_arg;
@@ -115,7 +117,7 @@ static void flush(struct conn *c)
 {
     while (c->out_off < c->out_len) {
         size_t len = c->out_len - c->out_off;
-        if (c->small_sends && len > SMALL_SEND)
+        if (c->small_sends_until_ms && len > SMALL_SEND && mono_ms() < c->small_sends_until_ms)
             len = SMALL_SEND;
         ssize_t n = send(c->fd, c->out + c->out_off, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
@@ -129,7 +131,7 @@ static void flush(struct conn *c)
                page cache full of file data that can fail for a while. Transient, so back
                off and go on with small packets rather than dropping the connection. */
             c->send_retry_at_ms = mono_ms() + SEND_RETRY_MS;
-            c->small_sends = true;
+            c->small_sends_until_ms = c->send_retry_at_ms + SMALL_SENDS_MS;
             return;
         } else if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) &&
                    !c->shutdown) {
