@@ -194,15 +194,12 @@ int sbx_get_metrics(sbx *sb, sbx_metrics *m, unsigned timeout_ms)
     if (!sb || !m)
         return sb ? sbx_seterr(sb, SBX_EINVAL, "metrics: NULL output") : SBX_EINVAL;
     memset(m, 0, sizeof(*m));
-    struct call c;
-    int r = call_begin(sb, &c, timeout_ms ? timeout_ms : METRICS_MS);
-    if (r < 0)
-        return r;
     Sbx__Agent__MetricsRequest mr = SBX__AGENT__METRICS_REQUEST__INIT;
-    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply;
     f.body_case = SBX__AGENT__FRAME__BODY_METRICS_REQUEST;
     f.metrics_request = &mr;
-    r = agent_rpc(&c, &f, SBX__AGENT__FRAME__BODY_METRICS, &reply, "metrics");
+    int r = agent_request(sb, timeout_ms ? timeout_ms : METRICS_MS, &f,
+                          SBX__AGENT__FRAME__BODY_METRICS, &reply, "metrics");
     if (r == 0) {
         const Sbx__Agent__Metrics *g = reply->metrics;
         m->uptime_ms = g->uptime_ms;
@@ -216,6 +213,5 @@ int sbx_get_metrics(sbx *sb, sbx_metrics *m, unsigned timeout_ms)
         m->processes = g->processes;
     }
     frame_free(reply);
-    call_end(&c);
     return r;
 }

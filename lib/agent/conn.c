@@ -315,6 +315,25 @@ int agent_rpc(struct call *c, Sbx__Agent__Frame *req, Sbx__Agent__Frame__BodyCas
     return 0;
 }
 
+int agent_request(struct sbx *sb, unsigned timeout_ms, Sbx__Agent__Frame *req,
+                  Sbx__Agent__Frame__BodyCase want, Sbx__Agent__Frame **reply, const char *what)
+{
+    if (reply)
+        *reply = NULL;
+    struct call c;
+    int r = call_begin(sb, &c, timeout_ms);
+    if (r < 0)
+        return r;
+    Sbx__Agent__Frame *f;
+    r = agent_rpc(&c, req, want, &f, what);
+    call_end(&c);
+    if (r == 0 && reply)
+        *reply = f;
+    else
+        frame_free(f);
+    return r;
+}
+
 void agent_conn_adopt(struct sbx *sb, int fd)
 {
     struct agent_conn *conn = calloc(1, sizeof(*conn));

@@ -94,4 +94,9 @@ bool agent_conn_buffered(const struct agent_conn *conn);
 int agent_rpc(struct call *c, Sbx__Agent__Frame *req, Sbx__Agent__Frame__BodyCase want,
               Sbx__Agent__Frame **reply, const char *what);
 
+/* A whole unary call: call_begin(sb, timeout_ms), agent_rpc, call_end. With reply NULL the
+   answer is only checked, else release *reply with frame_free(). */
+int agent_request(struct sbx *sb, unsigned timeout_ms, Sbx__Agent__Frame *req,
+                  Sbx__Agent__Frame__BodyCase want, Sbx__Agent__Frame **reply, const char *what);
+
 #endif

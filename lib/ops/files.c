@@ -591,23 +591,20 @@ int sbx_stat(sbx *sb, const char *path, sbx_entry *e)
     int r = files_check_path(sb, path, "sbx_stat");
     if (r)
         return r;
-    struct call c;
-    if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0)
-        return r;
     Sbx__Agent__Stat st = SBX__AGENT__STAT__INIT;
     st.path = (char *)path;
-    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply;
     f.body_case = SBX__AGENT__FRAME__BODY_STAT;
     f.stat = &st;
-    r = agent_rpc(&c, &f, SBX__AGENT__FRAME__BODY_STAT_REPLY, &reply, "sbx_stat");
+    r = agent_request(sb, FILES_ANSWER_MS, &f, SBX__AGENT__FRAME__BODY_STAT_REPLY, &reply,
+                      "sbx_stat");
     if (r == 0) {
         if (!reply->stat_reply->entry)
-            r = call_fail(&c, SBX_EPROTO, "stat %s: the guest agent sent no entry", path);
+            r = sbx_seterr(sb, SBX_EPROTO, "stat %s: the guest agent sent no entry", path);
         else if (entry_copy(e, reply->stat_reply->entry) < 0)
-            r = call_fail(&c, SBX_ENOMEM, "stat %s: out of memory", path);
+            r = sbx_seterr(sb, SBX_ENOMEM, "stat %s: out of memory", path);
     }
     frame_free(reply);
-    call_end(&c);
     return r;
 }
 
@@ -726,20 +723,17 @@ int sbx_mkdir(sbx *sb, const char *path, unsigned mode)
         return r;
     if (mode & ~07777u)
         return sbx_seterr(sb, SBX_EINVAL, "sbx_mkdir: mode %#o has bits beyond 07777", mode);
-    struct call c;
-    if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0)
-        return r;
     Sbx__Agent__MakeDir md = SBX__AGENT__MAKE_DIR__INIT;
     md.path = (char *)path;
     md.mode = mode;
-    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply;
     f.body_case = SBX__AGENT__FRAME__BODY_MAKE_DIR;
     f.make_dir = &md;
-    r = agent_rpc(&c, &f, SBX__AGENT__FRAME__BODY_MAKE_DIR_REPLY, &reply, "sbx_mkdir");
+    r = agent_request(sb, FILES_ANSWER_MS, &f, SBX__AGENT__FRAME__BODY_MAKE_DIR_REPLY, &reply,
+                      "sbx_mkdir");
     if (r == 0)
         r = reply->make_dir_reply->existed ? 1 : 0;
     frame_free(reply);
-    call_end(&c);
     return r;
 }
 
@@ -750,19 +744,13 @@ int sbx_remove(sbx *sb, const char *path, int recursive)
     int r = files_check_path(sb, path, "sbx_remove");
     if (r)
         return r;
-    struct call c;
-    if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0)
-        return r;
     Sbx__Agent__Remove rm = SBX__AGENT__REMOVE__INIT;
     rm.path = (char *)path;
     rm.recursive = recursive != 0;
-    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
     f.body_case = SBX__AGENT__FRAME__BODY_REMOVE;
     f.remove = &rm;
-    r = agent_rpc(&c, &f, SBX__AGENT__FRAME__BODY_OK, &reply, "sbx_remove");
-    frame_free(reply);
-    call_end(&c);
-    return r;
+    return agent_request(sb, FILES_ANSWER_MS, &f, SBX__AGENT__FRAME__BODY_OK, NULL, "sbx_remove");
 }
 
 int sbx_rename(sbx *sb, const char *from, const char *to)
@@ -774,19 +762,13 @@ int sbx_rename(sbx *sb, const char *from, const char *to)
         r = files_check_path(sb, to, "sbx_rename (to)");
     if (r)
         return r;
-    struct call c;
-    if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0)
-        return r;
     Sbx__Agent__Rename rn = SBX__AGENT__RENAME__INIT;
     rn.from = (char *)from;
     rn.to = (char *)to;
-    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
     f.body_case = SBX__AGENT__FRAME__BODY_RENAME;
     f.rename = &rn;
-    r = agent_rpc(&c, &f, SBX__AGENT__FRAME__BODY_OK, &reply, "sbx_rename");
-    frame_free(reply);
-    call_end(&c);
-    return r;
+    return agent_request(sb, FILES_ANSWER_MS, &f, SBX__AGENT__FRAME__BODY_OK, NULL, "sbx_rename");
 }
 
 int files_symlink(sbx *sb, const char *target, const char *path)
@@ -796,17 +778,12 @@ int files_symlink(sbx *sb, const char *target, const char *path)
         return r;
     if (!target || !target[0] || strlen(target) > FILES_PATH_MAX)
         return sbx_seterr(sb, SBX_EINVAL, "symlink %s: empty or too long target", path);
-    struct call c;
-    if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0)
-        return r;
     Sbx__Agent__FileWrite fw = SBX__AGENT__FILE_WRITE__INIT;
     fw.path = (char *)path;
     fw.symlink_target = (char *)target;
-    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
+    Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT;
     f.body_case = SBX__AGENT__FRAME__BODY_FILE_WRITE;
     f.file_write = &fw;
-    r = agent_rpc(&c, &f, SBX__AGENT__FRAME__BODY_FILE_WRITTEN, &reply, "symlink");
-    frame_free(reply);
-    call_end(&c);
-    return r;
+    return agent_request(sb, FILES_ANSWER_MS, &f, SBX__AGENT__FRAME__BODY_FILE_WRITTEN, NULL,
+                         "symlink");
 }

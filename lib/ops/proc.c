@@ -794,23 +794,19 @@ int sbx_exec(sbx *sb, const sbx_exec_options *o, sbx_exec_result *res)
 
 /* --- background processes ----------------------------------------------------------------- */
 
-int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out)
+/* sbx_proc_start and sbx_pty_open once the options are checked: starts the process (a
+   terminal with rows > 0), gives it its stdin and makes the handle pollable. */
+static int start_background(sbx *sb, const sbx_exec_options *o, unsigned rows, unsigned cols,
+                            sbx_proc **out)
 {
-    if (!sb)
-        return SBX_EINVAL;
-    if (!out)
-        return sbx_seterr(sb, SBX_EINVAL, "sbx_proc_start: out is NULL");
-    *out = NULL;
-    int r = check_opts(sb, o, "sbx_proc_start", false);
-    if (r)
-        return r;
     /* Background processes are mostly servers: no limit unless one is asked for. */
     unsigned envd_timeout = o->timeout_ms == SBX_NO_TIMEOUT ? 0 : o->timeout_ms;
     struct call c;
-    if ((r = call_begin(sb, &c, ANSWER_MS)) < 0)
+    int r = call_begin(sb, &c, ANSWER_MS);
+    if (r < 0)
         return r;
     struct sbx_proc *p = NULL;
-    r = start(sb, &c, o, false, o->pty_rows, o->pty_cols, envd_timeout, &p);
+    r = start(sb, &c, o, false, rows, cols, envd_timeout, &p);
     if (r == 0 && !p->pty && (o->stdin_data || !o->keep_stdin) && p->stdin_open)
         r = write_all(p, &c, o->stdin_data, o->stdin_len, !o->keep_stdin);
     else if (r == 0 && p->pty && o->stdin_len)
@@ -831,6 +827,17 @@ int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out)
     return r;
 }
 
+int sbx_proc_start(sbx *sb, const sbx_exec_options *o, sbx_proc **out)
+{
+    if (!sb)
+        return SBX_EINVAL;
+    if (!out)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_proc_start: out is NULL");
+    *out = NULL;
+    int r = check_opts(sb, o, "sbx_proc_start", false);
+    return r ? r : start_background(sb, o, o->pty_rows, o->pty_cols, out);
+}
+
 int sbx_pty_open(sbx *sb, unsigned rows, unsigned cols, const sbx_exec_options *o, sbx_proc **out)
 {
     if (!sb)
@@ -848,26 +855,7 @@ int sbx_pty_open(sbx *sb, unsigned rows, unsigned cols, const sbx_exec_options *
     int r = check_opts(sb, o, "sbx_pty_open", true);
     if (r)
         return r;
-    unsigned envd_timeout = o->timeout_ms == SBX_NO_TIMEOUT ? 0 : o->timeout_ms;
-    struct call c;
-    if ((r = call_begin(sb, &c, ANSWER_MS)) < 0)
-        return r;
-    struct sbx_proc *p = NULL;
-    r = start(sb, &c, o, false, rows, cols, envd_timeout, &p);
-    if (r == 0 && o->stdin_len)
-        r = write_all(p, &c, o->stdin_data, o->stdin_len, false);
-    call_end(&c);
-    if (r == 0)
-        r = proc_pollable(p);
-    if (r < 0 && p) {
-        sbx_proc_close(p);
-        return r;
-    }
-    if (r == 0) {
-        sync_ready(p);
-        *out = p;
-    }
-    return r;
+    return start_background(sb, o, rows, cols, out);
 }
 
 int sbx_proc_attach(sbx *sb, uint32_t pid, sbx_proc **out, uint64_t *dropped)

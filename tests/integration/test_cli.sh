@@ -21,7 +21,8 @@ fail() {
 }
 say() { echo "--- $*" >&2; }
 
-# Runs sbx, capturing stdout, stderr and status into $T/out, $T/err and $rc.
+# Runs sbx (with the caller's stdin), capturing stdout, stderr and status into $T/out, $T/err
+# and $rc.
 rc=0
 sbx() {
     "$SBX" "$@" >"$T/out" 2>"$T/err"
@@ -84,15 +85,12 @@ stdin)
     head -c 1000000 /dev/urandom >"$T/in"
     printf '\0\0\377end' >>"$T/in"
     want=$(sha256sum <"$T/in" | cut -d' ' -f1)
-    "$SBX" run "${BOOT[@]}" -- sha256sum <"$T/in" >"$T/out" 2>"$T/err"
-    rc=$?
+    sbx run "${BOOT[@]}" -- sha256sum <"$T/in"
     expect_rc 0 "sha256sum of stdin"
     [ "$(cut -d' ' -f1 "$T/out")" = "$want" ] || fail "checksum '$(cat "$T/out")', expected $want"
 
     say "--timeout kills the command: 124"
-    "$SBX" run "${BOOT[@]}" --timeout 2 -- sh -c 'echo started; sleep 60; echo not-reached' \
-        </dev/null >"$T/out" 2>"$T/err"
-    rc=$?
+    sbx run "${BOOT[@]}" --timeout 2 -- sh -c 'echo started; sleep 60; echo not-reached' </dev/null
     expect_rc 124 "--timeout 2"
     expect_out "started" "--timeout 2"
     expect_err_has "did not finish within 2 s" "--timeout 2"
@@ -108,8 +106,7 @@ stdin)
 
     say "stdin larger than the limit: 125 with a hint, no boot"
     head -c $((64 * 1024 * 1024 + 1)) /dev/zero >"$T/big"
-    "$SBX" run "${BOOT[@]}" -- true <"$T/big" >"$T/out" 2>"$T/err"
-    rc=$?
+    sbx run "${BOOT[@]}" -- true <"$T/big"
     expect_rc 125 "64 MiB + 1 of stdin"
     expect_err_has "--copy-in" "64 MiB + 1 of stdin"
     ;;

@@ -140,8 +140,7 @@ SBX_TEST(one_gib_round_trip)
 {
     /* The root filesystem (a copy-on-write overlay of the 2 GiB base image) has the room. */
     sbx *sb = boot("base");
-    /* 1 GiB; SBX_TEST_BIG_FILE_MIB overrides (scripts/test lowers it inside the emulated
-       KVM host, see docs/testing.md). */
+    /* 1 GiB; SBX_TEST_BIG_FILE_MIB overrides (docs/testing.md). */
     const char *mib = getenv("SBX_TEST_BIG_FILE_MIB");
     const uint64_t total = (mib && atoi(mib) > 0 ? (uint64_t)atoi(mib) : 1024) << 20;
     fprintf(stderr, "round trip of %llu MiB\n", (unsigned long long)(total >> 20));

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "../common/pty_wait.h"
 
 static sbx *boot(const char *rootfs, const char *const *envs)
 {
@@ -279,44 +280,15 @@ SBX_TEST(background_attach_list)
     sbx_destroy(sb);
 }
 
-/* Terminal output read but not yet matched: what follows a match stays for the next
-   pty_expect (pty_reset() for a new terminal). */
-static char pty_acc[1 << 16];
-static size_t pty_n;
-
-static void pty_reset(void)
-{
-    pty_n = 0;
-}
+/* Output of the current terminal (term.n = 0 for a new one). */
+static struct pty_text term;
 
 /* Reads terminal output until it contains `want` (fails after 60 s). */
 static void pty_expect(sbx *sb, sbx_proc *p, const char *want)
 {
-    double end = itest_ms() + 60000;
-    pty_acc[pty_n] = '\0';
-    while (itest_ms() < end) {
-        char *m = strstr(pty_acc, want);
-        if (m) {
-            size_t used = (size_t)(m - pty_acc) + strlen(want);
-            memmove(pty_acc, pty_acc + used, pty_n - used + 1);
-            pty_n -= used;
-            return;
-        }
-        int stream;
-        int r = sbx_proc_read(p, pty_acc + pty_n, sizeof(pty_acc) - 1 - pty_n, &stream, 1000);
-        if (r == SBX_ETIMEDOUT)
-            continue;
-        if (r <= 0)
-            itest_fail(__FILE__, __LINE__, "pty read %d (%s) waiting for %s; have: %s", r,
-                       sbx_errmsg(sb), want, pty_acc);
-        pty_n += (size_t)r;
-        pty_acc[pty_n] = '\0';
-        if (pty_n > sizeof(pty_acc) / 2) {
-            memmove(pty_acc, pty_acc + pty_n / 2, pty_n - pty_n / 2 + 1);
-            pty_n -= pty_n / 2;
-        }
-    }
-    itest_fail(__FILE__, __LINE__, "\"%s\" did not appear on the terminal: %s", want, pty_acc);
+    if (!pty_wait(p, &term, want, 60000))
+        itest_fail(__FILE__, __LINE__, "\"%s\" did not appear on the terminal (read: %d, %s): %s",
+                   want, term.last, sbx_errmsg(sb), term.acc);
 }
 
 static void pty_send(sbx *sb, sbx_proc *p, const char *s)
@@ -330,7 +302,7 @@ SBX_TEST(pty)
     sbx_proc *p;
     /* The default: the user's login shell. */
     CHECK_OK(sb, sbx_pty_open(sb, 24, 80, NULL, &p));
-    pty_reset();
+    term.n = 0;
     pty_send(sb, p, "stty size; echo \"u=$(id -un) t=$TERM\"; tty\n");
     pty_expect(sb, p, "24 80");
     pty_expect(sb, p, "u=user t=xterm-256color");
@@ -356,7 +328,7 @@ SBX_TEST(pty)
     const char *top[] = {"top", "-b", "-n", "1", NULL};
     o.argv = top;
     CHECK_OK(sb, sbx_pty_open(sb, 30, 100, &o, &p));
-    pty_reset();
+    term.n = 0;
     pty_expect(sb, p, "load average");
     CHECK_OK(sb, sbx_proc_wait(p, 30000, &res));
     CHECK(res.exit_code == 0);
@@ -365,7 +337,7 @@ SBX_TEST(pty)
     const char *cat[] = {"cat", NULL};
     o.argv = cat;
     CHECK_OK(sb, sbx_pty_open(sb, 30, 100, &o, &p));
-    pty_reset();
+    term.n = 0;
     pty_send(sb, p, "ping\n");
     pty_expect(sb, p, "ping\r\nping\r\n");
     pty_send(sb, p, "\x03");

@@ -21,6 +21,7 @@
 
 #include "agent/conn.h"
 #include "local_envd.h"
+#include "../common/pty_wait.h"
 #include "sandbox.h"
 
 static const char *const sandbox_envs[] = {"SBX_A=sandbox", "SBX_B=sandbox", NULL};
@@ -1214,44 +1215,15 @@ static void test_limits(void **state)
 
 /* --- PTYs ---------------------------------------------------------------------------------- */
 
-/* Terminal output read but not yet matched: what follows a match stays for the next
-   pty_expect (pty_reset() for a new terminal). */
-static char pty_acc[1 << 16];
-static size_t pty_n;
+/* Output of the current terminal (term.n = 0 for a new one). */
+static struct pty_text term;
 
-static void pty_reset(void)
-{
-    pty_n = 0;
-}
-
-/* Reads terminal output until it contains want (or fails after 5 s). */
+/* Reads terminal output until it contains want (fails after 5 s). */
 static void pty_expect(sbx *sb, sbx_proc *p, const char *want)
 {
-    double end = ms_now() + 5000;
-    pty_acc[pty_n] = '\0';
-    while (ms_now() < end) {
-        char *m = strstr(pty_acc, want);
-        if (m) {
-            size_t used = (size_t)(m - pty_acc) + strlen(want);
-            memmove(pty_acc, pty_acc + used, pty_n - used + 1);
-            pty_n -= used;
-            return;
-        }
-        int stream;
-        int r = sbx_proc_read(p, pty_acc + pty_n, sizeof(pty_acc) - 1 - pty_n, &stream, 200);
-        if (r == SBX_ETIMEDOUT)
-            continue;
-        if (r <= 0)
-            fail_msg("pty read: %d %s (have: %.*s)", r, sbx_errmsg(sb), (int)pty_n, pty_acc);
-        assert_int_equal(stream, SBX_STDOUT);
-        pty_n += (size_t)r;
-        pty_acc[pty_n] = '\0';
-        if (pty_n > sizeof(pty_acc) / 2) {
-            memmove(pty_acc, pty_acc + pty_n / 2, pty_n - pty_n / 2 + 1);
-            pty_n -= pty_n / 2;
-        }
-    }
-    fail_msg("pty: \"%s\" did not appear in: %s", want, pty_acc);
+    if (!pty_wait(p, &term, want, 5000))
+        fail_msg("pty: \"%s\" did not appear (read: %d, %s) in: %s", want, term.last,
+                 sbx_errmsg(sb), term.acc);
 }
 
 static void test_pty(void **state)
@@ -1262,7 +1234,7 @@ static void test_pty(void **state)
     o.argv = argv;
     sbx_proc *p;
     assert_int_equal(sbx_pty_open(sb, 24, 80, &o, &p), 0);
-    pty_reset();
+    term.n = 0;
     assert_int_equal(sbx_proc_write(p, "stty size; echo T=$TERM; tty\n", 30), 0);
     pty_expect(sb, p, "24 80");
     pty_expect(sb, p, "T=xterm-256color");
@@ -1297,7 +1269,7 @@ static void test_pty(void **state)
     const char *cat[] = {"cat", NULL};
     o.argv = cat;
     assert_int_equal(sbx_pty_open(sb, 24, 80, &o, &p), 0);
-    pty_reset();
+    term.n = 0;
     assert_int_equal(sbx_proc_write(p, "abc\n", 4), 0);
     pty_expect(sb, p, "abc\r\nabc\r\n");
     assert_int_equal(sbx_proc_write(p, "\x03", 1), 0);
