@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all deps build images demo test unit integration bench install format clean
+.PHONY: all deps build images demo test test-bindings unit integration bench install format clean
 
 all: build
 
@@ -25,6 +25,10 @@ demo: build images
 # The whole suite: unit tests natively, guest-booting tests where KVM can boot them.
 test: build images
 	scripts/test $(BUILD)
+
+# The Python and Node bindings' guest-booting tests (not yet part of `make test`).
+test-bindings: build images
+	scripts/in-kvm ctest --test-dir $(BUILD) -L bindings --output-on-failure
 
 bench: build images
 	bench/run $(BUILD)

@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: Apache-2.0
+// TypeScript declarations of the libsandbox Node.js binding (E2B-style API).
+
+/** The SBX_E* error codes of include/sandbox.h (negative numbers). */
+export declare const codes: Readonly<{
+  SBX_EINVAL: number;
+  SBX_ENOMEM: number;
+  SBX_ENOKVM: number;
+  SBX_EKVM: number;
+  SBX_EIMAGE: number;
+  SBX_ETIMEDOUT: number;
+  SBX_EGUEST: number;
+  SBX_EPROTO: number;
+  SBX_EINTR: number;
+  SBX_ESTATE: number;
+  SBX_EIO: number;
+  SBX_ENOTSUP: number;
+  SBX_ENOENT: number;
+  SBX_EACCES: number;
+  SBX_ENOTDIR: number;
+  SBX_EISDIR: number;
+  SBX_ENOSPC: number;
+  SBX_EEXIST: number;
+  SBX_ENOTEMPTY: number;
+  SBX_EBUSY: number;
+  SBX_EDEAD: number;
+  SBX_EAGAIN: number;
+}>;
+
+/** Sandbox lifetime when timeoutMs is not given (300000). */
+export declare const DEFAULT_SANDBOX_TIMEOUT_MS: number;
+/** Timeout of a foreground command when timeoutMs is not given (60000). */
+export declare const DEFAULT_COMMAND_TIMEOUT_MS: number;
+
+/** Base class of every error: `code` is the C SBX_E* value, `codeName` its name. */
+export declare class SandboxError extends Error {
+  constructor(message: string, code?: number, options?: { cause?: unknown });
+  readonly code: number;
+  readonly codeName: string | undefined;
+}
+/** SBX_ETIMEDOUT; for a command killed by its timeoutMs it also carries the output. */
+export declare class TimeoutError extends SandboxError {
+  exitCode?: number;
+  stdout?: string;
+  stderr?: string;
+  result?: CommandResult;
+}
+/** SBX_ENOENT: no such file, directory, user or process. */
+export declare class NotFoundError extends SandboxError {}
+/** SBX_EINVAL: bad argument or option. */
+export declare class InvalidArgumentError extends SandboxError {}
+/** SBX_ENOSPC: the guest's disk or memory is full. */
+export declare class NotEnoughSpaceError extends SandboxError {}
+/** SBX_EINTR: interrupted (sandbox.interrupt(), or the sandbox was killed meanwhile). */
+export declare class InterruptedError extends SandboxError {}
+/** SBX_ESTATE / SBX_EDEAD: the sandbox was killed, shut down, died or its lifetime ran out. */
+export declare class NotRunningError extends SandboxError {}
+/** SBX_EACCES: permission denied in the guest. */
+export declare class PermissionDeniedError extends SandboxError {}
+/** SBX_EEXIST: already exists. */
+export declare class AlreadyExistsError extends SandboxError {}
+/** A command exited with a non-zero status or was killed by a signal. */
+export declare class CommandExitError extends SandboxError {
+  constructor(result: CommandResult);
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly error: string | undefined;
+  readonly signal: number;
+  readonly result: CommandResult;
+}
+
+export interface DiskOptions {
+  /** Host file or block device (appears as /dev/vdb, /dev/vdc, ... in order). */
+  path: string;
+  readOnly?: boolean;
+  /** Guest writes go to a private overlay discarded when the sandbox ends. */
+  ephemeral?: boolean;
+  serial?: string;
+}
+
+export interface SandboxOpts {
+  /** Root filesystem: a name in the image directory ("base", "test") or a path. Default "base". */
+  template?: string;
+  /** Lifetime in ms (default 300000); 0 = no limit. */
+  timeoutMs?: number;
+  /** Environment of every command in the sandbox. */
+  envs?: Record<string, string>;
+  /** Free-form labels, readable with getInfo() and Sandbox.list(). */
+  metadata?: Record<string, string>;
+  /** vCPUs (default 1). */
+  cpuCount?: number;
+  /** Guest memory in MiB (default 512). */
+  memoryMB?: number;
+  /** Default user for commands and files (default "user" when the image has one). */
+  user?: string;
+  /** sbx_create() gives up after this long (default 30000). */
+  bootTimeoutMs?: number;
+  /** Guest kernel (default $SBX_KERNEL or vmlinux in the image directory). */
+  kernel?: string;
+  /** Where template names are looked up (default $SBX_CACHE_DIR or ~/.cache/libsandbox). */
+  imageDir?: string;
+  cmdlineExtra?: string;
+  disks?: DiskOptions[];
+  /** A file descriptor receiving a copy of the guest's serial console. */
+  consoleFd?: number;
+}
+
+export interface SandboxInfo {
+  sandboxId: string;
+  templateId: string;
+  metadata: Record<string, string>;
+  startedAt: Date;
+  endAt?: Date;
+  state: 'booting' | 'running' | 'stopped' | 'failed';
+  cpuCount: number;
+  memoryMB: number;
+  envdVersion: string;
+  kernelRelease: string;
+  osName: string;
+  protocolVersion: number;
+  bootMs: number;
+  uptimeMs: number;
+  guestCpus: number;
+  guestMemKiB: number;
+}
+
+export interface ListedSandbox {
+  sandboxId: string;
+  templateId: string;
+  /** The process that owns it. */
+  pid: number;
+  metadata: Record<string, string>;
+  startedAt: Date;
+  endAt?: Date;
+  cpuCount: number;
+  memoryMB: number;
+  state: 'running';
+}
+
+export interface SandboxMetrics {
+  timestamp: Date;
+  cpuCount: number;
+  /** CPU use since the previous getMetrics() call (or since boot), percent. */
+  cpuUsedPct: number;
+  memUsed: number;
+  memTotal: number;
+  diskUsed: number;
+  diskTotal: number;
+  uptimeMs: number;
+  processes: number;
+  cpuBusyMs: number;
+  cpuTotalMs: number;
+}
+
+export interface CommandResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** How the command ended abnormally (timeout, signal), else undefined. */
+  error: string | undefined;
+  signal: number;
+  timedOut: boolean;
+  truncated: boolean;
+  pid: number;
+  durationMs: number;
+}
+
+export interface CommandStartOpts {
+  envs?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  onStdout?: (data: string) => void;
+  onStderr?: (data: string) => void;
+  /** ms; foreground default 60000, background default none; 0 = none. */
+  timeoutMs?: number;
+  /** Data for stdin (then EOF), or true to keep stdin open (background only). */
+  stdin?: boolean | string | Uint8Array | ArrayBuffer;
+  /** Shown by commands.list(). */
+  tag?: string;
+  /** Bytes captured per stream (default 16 MiB). */
+  outputCap?: number;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  tag?: string;
+  cmd: string;
+  args: string[];
+  argv: string[];
+  cwd: string;
+  running: boolean;
+  exitCode?: number;
+  signal?: number;
+  pty: boolean;
+  attached: boolean;
+}
+
+export type SignalName = string | number;
+
+export declare class CommandHandle {
+  readonly pid: number;
+  /** Bytes of output lost before connect() (only for attached handles). */
+  readonly dropped: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly exitCode: number | undefined;
+  readonly error: string | undefined;
+  wait(): Promise<CommandResult>;
+  kill(signal?: SignalName, opts?: { group?: boolean }): Promise<boolean>;
+  signal(signal: SignalName, opts?: { group?: boolean }): Promise<void>;
+  sendStdin(data: string | Uint8Array | ArrayBuffer): Promise<void>;
+  closeStdin(): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export declare class PtyHandle extends CommandHandle {
+  sendInput(data: string | Uint8Array | ArrayBuffer): Promise<void>;
+  resize(size: { rows: number; cols: number }): Promise<void>;
+}
+
+export declare class Commands {
+  run(cmd: string | string[], opts?: CommandStartOpts & { background?: false }): Promise<CommandResult>;
+  run(cmd: string | string[], opts: CommandStartOpts & { background: true }): Promise<CommandHandle>;
+  run(cmd: string | string[], opts?: CommandStartOpts & { background?: boolean }): Promise<CommandResult | CommandHandle>;
+  list(): Promise<ProcessInfo[]>;
+  kill(pid: number, signal?: SignalName, opts?: { group?: boolean }): Promise<boolean>;
+  connect(pid: number, opts?: { onStdout?: (data: string) => void; onStderr?: (data: string) => void }): Promise<CommandHandle>;
+  sendStdin(pid: number, data: string | Uint8Array | ArrayBuffer): Promise<void>;
+  closeStdin(pid: number): Promise<void>;
+}
+
+export interface PtyCreateOpts {
+  rows?: number;
+  cols?: number;
+  onData?: (data: Uint8Array) => void;
+  cwd?: string;
+  envs?: Record<string, string>;
+  user?: string;
+  /** 0 / undefined: none. */
+  timeoutMs?: number;
+  /** Instead of the login shell. */
+  cmd?: string | string[];
+  tag?: string;
+}
+
+export declare class Pty {
+  create(opts?: PtyCreateOpts): Promise<PtyHandle>;
+  connect(pid: number, opts?: { onData?: (data: Uint8Array) => void }): Promise<PtyHandle>;
+  sendInput(pid: number, data: string | Uint8Array | ArrayBuffer): Promise<void>;
+  resize(pid: number, size: { rows: number; cols: number }): Promise<void>;
+  kill(pid: number, signal?: SignalName): Promise<boolean>;
+}
+
+export interface EntryInfo {
+  name: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  path: string;
+  size: number;
+  mode: number;
+  /** "rwxr-xr-x" */
+  permissions: string;
+  owner: string;
+  group: string;
+  uid: number;
+  gid: number;
+  modifiedTime: Date;
+  symlinkTarget?: string;
+}
+
+export interface WriteInfo {
+  name: string;
+  path: string;
+  type: 'file';
+}
+
+export interface FilesystemEvent {
+  name: string;
+  type: 'create' | 'write' | 'remove' | 'rename' | 'chmod' | 'overflow';
+}
+
+export declare class WatchHandle {
+  stop(): Promise<void>;
+}
+
+export type WriteData =
+  | string
+  | Uint8Array
+  | ArrayBuffer
+  | Blob
+  | ReadableStream<Uint8Array | string>
+  | AsyncIterable<Uint8Array | string>;
+
+export interface WriteOpts {
+  /** Permission bits of a new file (default 0o644). */
+  mode?: number;
+  /** Owner (default the sandbox's user). */
+  user?: string;
+  append?: boolean;
+}
+
+export interface ReadOpts {
+  offset?: number;
+  length?: number;
+  /** Whole-file reads fail beyond this many bytes (default 1 GiB). */
+  maxBytes?: number;
+}
+
+export declare class Filesystem {
+  read(path: string, opts?: ReadOpts & { format?: 'text' }): Promise<string>;
+  read(path: string, opts: ReadOpts & { format: 'bytes' }): Promise<Uint8Array>;
+  read(path: string, opts: ReadOpts & { format: 'blob' }): Promise<Blob>;
+  read(path: string, opts: ReadOpts & { format: 'stream' }): Promise<ReadableStream<Uint8Array>>;
+  write(path: string, data: WriteData, opts?: WriteOpts): Promise<WriteInfo>;
+  write(files: { path: string; data: WriteData; mode?: number }[], opts?: WriteOpts): Promise<WriteInfo[]>;
+  list(path: string, opts?: { depth?: number }): Promise<EntryInfo[]>;
+  exists(path: string): Promise<boolean>;
+  getInfo(path: string): Promise<EntryInfo>;
+  remove(path: string, opts?: { recursive?: boolean }): Promise<void>;
+  rename(oldPath: string, newPath: string): Promise<EntryInfo>;
+  makeDir(path: string, opts?: { mode?: number }): Promise<boolean>;
+  watchDir(
+    path: string,
+    onEvent: (event: FilesystemEvent) => void,
+    opts?: { recursive?: boolean; onExit?: (err?: Error) => void },
+  ): Promise<WatchHandle>;
+  copyIn(hostPath: string, guestPath: string, opts?: { onProgress?: (bytes: number, files: number) => boolean | void }): Promise<void>;
+  copyOut(guestPath: string, hostPath: string, opts?: { onProgress?: (bytes: number, files: number) => boolean | void }): Promise<void>;
+}
+
+export declare class Sandbox {
+  private constructor();
+  static create(opts?: SandboxOpts): Promise<Sandbox>;
+  static create(template: string, opts?: SandboxOpts): Promise<Sandbox>;
+  static list(opts?: { query?: { metadata?: Record<string, string> } }): Promise<ListedSandbox[]>;
+  static readonly version: string;
+
+  readonly sandboxId: string;
+  readonly templateId: string;
+  readonly commands: Commands;
+  readonly files: Filesystem;
+  readonly pty: Pty;
+  readonly metadata: Record<string, string>;
+  readonly state: 'booting' | 'running' | 'stopped' | 'failed' | 'killed';
+
+  kill(): Promise<boolean>;
+  setTimeout(timeoutMs: number): Promise<void>;
+  getInfo(): Promise<SandboxInfo>;
+  isRunning(opts?: { timeoutMs?: number }): Promise<boolean>;
+  ping(timeoutMs?: number): Promise<void>;
+  getMetrics(opts?: { timeoutMs?: number }): Promise<SandboxMetrics[]>;
+  shutdown(timeoutMs?: number): Promise<void>;
+  console(): string;
+  interrupt(): void;
+}
+
+export default Sandbox;

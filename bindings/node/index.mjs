@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+// ES module entry point: the same objects as index.js, as named exports.
+import lib from './index.js';
+
+export const {
+  Sandbox,
+  CommandHandle,
+  PtyHandle,
+  WatchHandle,
+  DEFAULT_SANDBOX_TIMEOUT_MS,
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  codes,
+  SandboxError,
+  TimeoutError,
+  NotFoundError,
+  InvalidArgumentError,
+  NotEnoughSpaceError,
+  InterruptedError,
+  NotRunningError,
+  PermissionDeniedError,
+  AlreadyExistsError,
+  CommandExitError,
+} = lib;
+export default Sandbox;

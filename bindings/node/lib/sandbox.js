@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Sandbox class: lifecycle, information and metrics; commands, files and pty hang off it.
+'use strict';
+const native = require('./native');
+const { InvalidArgumentError, NotRunningError, codes } = require('./errors');
+const { Commands, Pty } = require('./commands');
+const { Filesystem } = require('./files');
+const { envList } = require('./util');
+
+/** Sandbox lifetime when timeoutMs is not given (E2B's default); 0 means no limit. */
+const DEFAULT_SANDBOX_TIMEOUT_MS = 300_000;
+const STATES = { 0: 'booting', 1: 'running', 2: 'stopped', 3: 'failed' };
+
+function metadataList(md) {
+  if (md === undefined || md === null) return undefined;
+  if (typeof md !== 'object') throw new InvalidArgumentError('metadata must be an object of strings');
+  return Object.entries(md).map(([k, v]) => {
+    if (!k || k.includes('=')) throw new InvalidArgumentError(`metadata: bad key ${JSON.stringify(k)}`);
+    return `${k}=${v}`;
+  });
+}
+
+function metadataObject(list) {
+  const o = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i > 0) o[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return o;
+}
+
+function positive(v, what) {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+    throw new InvalidArgumentError(`${what} must be a non-negative integer`);
+  return v;
+}
+
+/**
+ * A hardware-isolated Linux sandbox (a KVM microVM running inside this process). Create one
+ * with `await Sandbox.create(...)`; end it with `await sandbox.kill()`. Sandboxes still open
+ * when the process exits are destroyed then.
+ */
+class Sandbox {
+  /** @internal use Sandbox.create() */
+  constructor(box, opts) {
+    this._box = box;
+    this._handles = new Map();
+    this._lastCpu = null;
+    /** The sandbox id: lowercase alphanumeric, unique on this machine. */
+    this.sandboxId = native.info(box).id;
+    /** The template (root filesystem) it was created from. */
+    this.templateId = opts.template;
+    this.commands = new Commands(this);
+    this.files = new Filesystem(this);
+    this.pty = new Pty(this);
+  }
+
+  /**
+   * Boots a sandbox. Sandbox.create(template?, opts?) or Sandbox.create(opts).
+   * opts: template ('base'), timeoutMs (lifetime, default 300000; 0 = no limit), envs
+   * (environment of every command), metadata (string labels), cpuCount, memoryMB, user
+   * (default user), bootTimeoutMs, and the C options kernel, imageDir, cmdlineExtra, disks,
+   * consoleFd.
+   */
+  static async create(template, opts) {
+    if (typeof template === 'object' && template !== null) {
+      opts = template;
+      template = undefined;
+    }
+    opts = { ...(opts || {}) };
+    if (template !== undefined) opts.template = template;
+    if (opts.template === undefined) opts.template = 'base';
+    const lifetime = opts.timeoutMs === undefined ? DEFAULT_SANDBOX_TIMEOUT_MS : opts.timeoutMs;
+    const box = await native.create({
+      rootfs: opts.template,
+      vcpus: positive(opts.cpuCount, 'cpuCount'),
+      memoryMib: positive(opts.memoryMB, 'memoryMB'),
+      lifetimeMs: lifetime === Infinity ? 0 : positive(lifetime, 'timeoutMs'),
+      bootTimeoutMs: positive(opts.bootTimeoutMs, 'bootTimeoutMs'),
+      envs: envList(opts.envs),
+      metadata: metadataList(opts.metadata),
+      defaultUser: opts.user,
+      kernel: opts.kernel,
+      imageDir: opts.imageDir,
+      cmdlineExtra: opts.cmdlineExtra,
+      disks: opts.disks,
+      consoleFd: opts.consoleFd,
+    });
+    return new Sandbox(box, opts);
+  }
+
+  /**
+   * Sandboxes running on this machine, from any process of this user. query.metadata keeps
+   * those whose metadata contains all the given pairs.
+   */
+  static async list({ query } = {}) {
+    const l = await native.listRunning();
+    const want = (query && query.metadata) || {};
+    return l
+      .map((s) => ({
+        sandboxId: s.id,
+        templateId: s.rootfs,
+        pid: s.pid,
+        metadata: metadataObject(s.metadata),
+        startedAt: new Date(s.createdMs),
+        endAt: s.endsMs ? new Date(s.endsMs) : undefined,
+        cpuCount: s.vcpus,
+        memoryMB: s.memoryMib,
+        state: 'running',
+      }))
+      .filter((s) => Object.entries(want).every(([k, v]) => s.metadata[k] === String(v)));
+  }
+
+  /** The version of libsandbox. */
+  static get version() {
+    return native.version();
+  }
+
+  /** Metadata given at creation. */
+  get metadata() {
+    return Object.fromEntries(native.metadata(this._box));
+  }
+
+  /** 'booting' | 'running' | 'stopped' | 'failed' | 'killed'. */
+  get state() {
+    if (native.killed(this._box)) return 'killed';
+    return STATES[native.state(this._box)] || 'failed';
+  }
+
+  /**
+   * Stops the sandbox and frees everything it holds. Calls in progress on it (commands,
+   * transfers, waits) are interrupted and reject. Resolves false if it was already killed.
+   */
+  async kill() {
+    const was = !native.killed(this._box);
+    await native.kill(this._box);
+    return was;
+  }
+
+  /** Sets the lifetime to end timeoutMs from now (extends or shortens it); 0 removes the limit. */
+  async setTimeout(timeoutMs) {
+    await native.setTimeout(this._box, positive(timeoutMs, 'timeoutMs'));
+  }
+
+  /** Information about the sandbox (E2B's SandboxInfo plus what the guest reported). */
+  async getInfo() {
+    const i = native.info(this._box);
+    return {
+      sandboxId: i.id,
+      templateId: this.templateId,
+      metadata: this.metadata,
+      startedAt: new Date(i.createdMs),
+      endAt: i.endsMs ? new Date(i.endsMs) : undefined,
+      state: STATES[i.state] || 'failed',
+      cpuCount: i.vcpus,
+      memoryMB: i.memoryMib,
+      envdVersion: i.envdVersion,
+      kernelRelease: i.kernelRelease,
+      osName: i.osName,
+      protocolVersion: i.protocolVersion,
+      bootMs: i.bootMs,
+      uptimeMs: i.uptimeMs,
+      guestCpus: i.guestCpus,
+      guestMemKiB: i.guestMemKib,
+    };
+  }
+
+  /** True while the guest runs and its agent answers (a ping). */
+  async isRunning({ timeoutMs = 5000 } = {}) {
+    if (native.killed(this._box) || native.state(this._box) !== 1) return false;
+    try {
+      await native.ping(this._box, timeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Round trip to the guest agent; rejects (TimeoutError, NotRunningError...) if it fails. */
+  async ping(timeoutMs = 10_000) {
+    await native.ping(this._box, timeoutMs);
+  }
+
+  /**
+   * Resource use, as E2B's list of samples (here one, taken now): cpuUsedPct since the
+   * previous call (or since boot), memory and disk in bytes, plus the raw counters.
+   */
+  async getMetrics({ timeoutMs = 10_000 } = {}) {
+    const m = await native.metrics(this._box, timeoutMs);
+    const prev = this._lastCpu || { busy: 0, total: 0 };
+    const dt = m.cpuTotalMs - prev.total;
+    this._lastCpu = { busy: m.cpuBusyMs, total: m.cpuTotalMs };
+    return [
+      {
+        timestamp: new Date(),
+        cpuCount: m.cpus,
+        cpuUsedPct: dt > 0 ? Math.round((10000 * (m.cpuBusyMs - prev.busy)) / dt) / 100 : 0,
+        memUsed: (m.memTotalKib - m.memAvailableKib) * 1024,
+        memTotal: m.memTotalKib * 1024,
+        diskUsed: m.diskUsedBytes,
+        diskTotal: m.diskTotalBytes,
+        uptimeMs: m.uptimeMs,
+        processes: m.processes,
+        cpuBusyMs: m.cpuBusyMs,
+        cpuTotalMs: m.cpuTotalMs,
+      },
+    ];
+  }
+
+  /** Asks the guest to shut down cleanly and waits for the VM to stop (kill() still frees it). */
+  async shutdown(timeoutMs = 10_000) {
+    await native.shutdown(this._box, timeoutMs);
+  }
+
+  /** The most recent guest console output (last 64 KiB), also after a crash or kill. */
+  console() {
+    return native.console(this._box);
+  }
+
+  /** Makes every call in progress on this sandbox reject with InterruptedError. */
+  interrupt() {
+    native.interrupt(this._box);
+  }
+
+  async [Symbol.asyncDispose || Symbol.for('nodejs.asyncDispose')]() {
+    await this.kill();
+  }
+}
+
+/** @internal re-exported for tests: rejects when the sandbox is gone */
+function assertRunning(sb) {
+  if (native.killed(sb._box)) throw new NotRunningError('the sandbox has been killed', codes.SBX_ESTATE);
+}
+
+module.exports = { Sandbox, DEFAULT_SANDBOX_TIMEOUT_MS, assertRunning };

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+// Native tests of the Node binding (no guest): loading, argument checking, error mapping.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as lib from '../index.mjs';
+
+const {
+  Sandbox,
+  codes,
+  SandboxError,
+  InvalidArgumentError,
+  NotFoundError,
+  TimeoutError,
+  NotEnoughSpaceError,
+  InterruptedError,
+  NotRunningError,
+  CommandExitError,
+} = lib;
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+
+test('loads', () => {
+  assert.match(Sandbox.version, /^\d+\.\d+\.\d+$/);
+  // CommonJS and ESM entry points are the same objects
+  const cjs = require('../index.js');
+  assert.equal(cjs.Sandbox, Sandbox);
+  assert.equal(lib.default, Sandbox);
+  // the codes come from sandbox.h through the addon
+  assert.equal(codes.SBX_EINVAL, -1);
+  assert.equal(codes.SBX_ENOENT, -13);
+  assert.equal(codes.SBX_EAGAIN, -22);
+  assert.equal(Object.keys(codes).length, 22);
+});
+
+test('error_classes', () => {
+  const { makeError } = require('../lib/errors.js');
+  const cases = [
+    [codes.SBX_ENOENT, NotFoundError],
+    [codes.SBX_EINVAL, InvalidArgumentError],
+    [codes.SBX_ETIMEDOUT, TimeoutError],
+    [codes.SBX_ENOSPC, NotEnoughSpaceError],
+    [codes.SBX_EINTR, InterruptedError],
+    [codes.SBX_EDEAD, NotRunningError],
+    [codes.SBX_ESTATE, NotRunningError],
+    [codes.SBX_EKVM, SandboxError],
+  ];
+  for (const [code, Cls] of cases) {
+    const e = makeError(code, 'context message');
+    assert.ok(e instanceof Cls && e instanceof SandboxError && e instanceof Error, `${code}`);
+    assert.equal(e.code, code);
+    assert.equal(e.message, 'context message');
+    assert.equal(e.name, Cls.name);
+    assert.match(e.codeName, /^SBX_E/);
+  }
+  // without a message: the library's description
+  assert.equal(makeError(codes.SBX_ENOENT).message, 'no such file, directory, user or process');
+  const ce = new CommandExitError({ exitCode: 2, stdout: 'o', stderr: 'bad thing\n', error: undefined, signal: 0 });
+  assert.equal(ce.exitCode, 2);
+  assert.equal(ce.stdout, 'o');
+  assert.match(ce.message, /exited with code 2: bad thing/);
+});
+
+test('create_argument_errors', async () => {
+  const bad = [
+    { memoryMB: -1 },
+    { memoryMB: 1.5 },
+    { cpuCount: 'two' },
+    { template: 5 },
+    { timeoutMs: -5 },
+    { envs: 5 },
+    { envs: { 'A=B': 'x' } },
+    { metadata: 'x' },
+    { disks: [{}] },
+    { disks: 'x' },
+    { kernel: 'a\u0000b' },
+  ];
+  for (const opts of bad) {
+    await assert.rejects(Sandbox.create(opts), InvalidArgumentError, JSON.stringify(opts));
+  }
+});
+
+test('native_argument_errors', async () => {
+  const native = require('../lib/native.js');
+  // handles are checked: a wrong object is an InvalidArgumentError, not a crash
+  assert.throws(() => native.info({}), InvalidArgumentError);
+  assert.throws(() => native.exec(null, { cmd: 'x' }), /not a sandbox handle/);
+  assert.throws(() => native.pumpWrite({}, 'x'), /not a process or watch handle/);
+  assert.throws(() => native.fileRead(42, 10), /not a file handle/);
+  // option types of operations are checked before anything runs
+  const { makeError } = require('../lib/errors.js');
+  assert.ok(makeError);
+  const fake = Object.create(null);
+  assert.throws(() => native.kill(fake), InvalidArgumentError);
+  assert.throws(() => native.setErrorFactory(5), InvalidArgumentError);
+});
+
+test('process_exits_cleanly', () => {
+  // loading the addon and doing nothing leaves no handle that keeps the process alive
+  const r = spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', `import { Sandbox } from ${JSON.stringify(path.join(here, '../index.mjs'))}; console.log(Sandbox.version);`],
+    { encoding: 'utf8', timeout: 30000 },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^\d+\.\d+\.\d+\n$/);
+});
+
+test('create_without_kvm_fails_cleanly', async (t) => {
+  // Where KVM cannot boot guests (this is the native tier), create() must reject with the
+  // library's reason and leave nothing behind; where it can, use a missing kernel instead.
+  const t0 = Date.now();
+  await assert.rejects(Sandbox.create({ kernel: '/nonexistent/vmlinux', memoryMB: 256 }), (e) => {
+    assert.ok(e instanceof SandboxError);
+    assert.ok([codes.SBX_ENOKVM, codes.SBX_EIMAGE].includes(e.code), `${e.code} ${e.message}`);
+    assert.ok(e.message.length > 10);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 10000);
+  assert.deepEqual(await Sandbox.list({ query: { metadata: { never: 'created' } } }), []);
+});

@@ -1,0 +1,550 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Sandbox class: create, inspect, extend and kill a microVM sandbox (E2B-style API)."""
+from __future__ import annotations
+
+import ctypes
+import datetime as _dt
+import functools
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import IO, Any, Dict, List, Optional, Sequence, Union
+
+from . import _native as N
+from ._guard import Guard, _flush_signals, bridge
+from .exceptions import (
+    InvalidArgumentException,
+    NotFoundException,
+    SandboxNotRunningException,
+    from_code,
+)
+
+#: Default sandbox lifetime in seconds, as in E2B (``timeout=None`` or ``0``: no limit).
+DEFAULT_TIMEOUT = 300
+
+_STATES = {
+    N.SBX_STATE_BOOTING: "booting",
+    N.SBX_STATE_RUNNING: "running",
+    N.SBX_STATE_STOPPED: "stopped",
+    N.SBX_STATE_FAILED: "failed",
+}
+
+
+def _ms(seconds: Optional[float], what: str, none_means: int = 0) -> int:
+    """Seconds (float) -> milliseconds for the C API. None -> none_means."""
+    if seconds is None:
+        return none_means
+    if seconds < 0:
+        raise InvalidArgumentException(f"{what} must not be negative: {seconds!r}", N.SBX_EINVAL)
+    return int(round(seconds * 1000))
+
+
+def _call_ms(seconds: Optional[float], what: str) -> int:
+    """A blocking call's timeout: None means 'as long as it takes' (SBX_NO_TIMEOUT)."""
+    if seconds is None:
+        return N.SBX_NO_TIMEOUT
+    ms = _ms(seconds, what)
+    return min(ms, N.SBX_NO_TIMEOUT - 1)
+
+
+def _time(ns: int) -> Optional[_dt.datetime]:
+    if not ns:
+        return None
+    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc)
+
+
+@dataclass
+class Disk:
+    """An additional block device for the guest (/dev/vdb, /dev/vdc, ... in order).
+
+    Attributes:
+        path: host file or block device.
+        read_only: the guest cannot write it.
+        ephemeral: guest writes go to a private overlay discarded when the sandbox ends.
+        serial: VIRTIO_BLK_ID serial (at most 20 bytes), or None.
+    """
+
+    path: str
+    read_only: bool = False
+    ephemeral: bool = False
+    serial: Optional[str] = None
+
+
+@dataclass
+class SandboxInfo:
+    """What :meth:`Sandbox.get_info` returns (E2B names first, then libsandbox extras)."""
+
+    sandbox_id: str
+    template_id: str
+    metadata: Dict[str, str]
+    started_at: Optional[_dt.datetime]
+    end_at: Optional[_dt.datetime]  #: None when the sandbox has no lifetime limit
+    state: str  #: "booting", "running", "stopped" or "failed"
+    cpu_count: int
+    memory_mb: int
+    envd_version: str
+    kernel_release: str = ""
+    os_name: str = ""
+    protocol_version: int = 0
+    boot_time: float = 0.0  #: seconds sbx_create() took until the agent answered
+    uptime: float = 0.0  #: seconds since the sandbox became ready
+    guest_cpus: int = 0  #: as the guest reports them
+    guest_memory_kib: int = 0  #: MemTotal as the guest reports it
+
+
+@dataclass
+class SandboxListing:
+    """A sandbox running on this machine (any process of this user): :meth:`Sandbox.list`."""
+
+    sandbox_id: str
+    pid: int  #: the process that owns it
+    template_id: str
+    metadata: Dict[str, str]
+    started_at: Optional[_dt.datetime]
+    end_at: Optional[_dt.datetime]
+    cpu_count: int
+    memory_mb: int
+
+
+@dataclass
+class SandboxMetrics:
+    """Guest resource use (:meth:`Sandbox.get_metrics`). Sizes in bytes."""
+
+    timestamp: _dt.datetime
+    cpu_count: int
+    #: CPU use in percent since the previous get_metrics() on this sandbox (the first time:
+    #: since the guest booted).
+    cpu_used_pct: float
+    mem_total: int
+    mem_used: int
+    disk_total: int
+    disk_used: int
+    processes: int
+    uptime: float  #: guest kernel uptime in seconds
+    cpu_busy_ms: int = 0
+    cpu_total_ms: int = 0
+    mem_available: int = 0
+
+
+class _Handles:
+    """The open sub-handles (processes, files, watches) of a sandbox, closed before it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.set: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _destroy(ptr: int, handles: _Handles) -> None:
+    """Runs once no call is in flight: closes the sub-handles, then the sandbox."""
+    with handles.lock:
+        live = list(handles.set)
+        handles.set.clear()
+    for h in live:
+        try:
+            h._release()
+        except Exception:
+            pass
+    with bridge.lock:  # the Ctrl-C watcher never sees a freed pointer
+        N.lib().sbx_destroy(ptr)
+
+
+def version() -> str:
+    """The version of the loaded libsandbox ("MAJOR.MINOR.PATCH")."""
+    return N.dec(N.lib().sbx_version())
+
+
+def strerror(code: int) -> str:
+    """The library's name for an SBX_E* code."""
+    return N.dec(N.lib().sbx_strerror(code))
+
+
+class Sandbox:
+    """A hardware-isolated Linux sandbox: a KVM microVM running inside this process.
+
+    Create one with :meth:`create` (or ``Sandbox(...)`` with the same arguments); use it as a
+    context manager to kill it on exit. Everything is reachable through attributes named as
+    in E2B's SDK: :attr:`commands`, :attr:`files`, :attr:`pty`.
+
+    Threading: several threads may use one sandbox at once (each operation has its own
+    connection to the guest). :meth:`kill` interrupts calls in flight and waits for them.
+    Blocking calls made on the main thread are interrupted by Ctrl-C (KeyboardInterrupt);
+    the sandbox stays usable.
+    """
+
+    _live: "weakref.WeakValueDictionary[str, Sandbox]" = weakref.WeakValueDictionary()
+
+    def __init__(
+        self,
+        template: str = "base",
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        envs: Optional[Dict[str, str]] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        cpu: Optional[int] = None,
+        memory_mb: Optional[int] = None,
+        *,
+        user: Optional[str] = None,
+        kernel: Optional[str] = None,
+        image_dir: Optional[str] = None,
+        boot_timeout: Optional[float] = None,
+        disks: Sequence[Disk] = (),
+        console: Union[None, int, IO[Any]] = None,
+        kernel_cmdline: Optional[str] = None,
+    ) -> None:
+        """Creates and boots a sandbox; see :meth:`create` for the arguments."""
+        from .commands import Commands
+        from .files import Files
+        from .pty import Pty
+
+        L = N.lib()
+        o = N.sbx_options()
+        o.version = N.SBX_OPTIONS_VERSION
+        keep: List[Any] = []
+        o.rootfs = N.enc(template)
+        o.kernel = N.enc(kernel)
+        o.image_dir = N.enc(image_dir)
+        o.default_user = N.enc(user)
+        o.cmdline_extra = N.enc(kernel_cmdline)
+        if cpu is not None:
+            if cpu < 1:
+                raise InvalidArgumentException(f"cpu must be at least 1: {cpu!r}", N.SBX_EINVAL)
+            o.vcpus = int(cpu)
+        if memory_mb is not None:
+            if memory_mb < 1:
+                raise InvalidArgumentException(
+                    f"memory_mb must be positive: {memory_mb!r}", N.SBX_EINVAL
+                )
+            o.memory_mib = int(memory_mb)
+        o.boot_timeout_ms = _ms(boot_timeout, "boot_timeout")
+        if boot_timeout is not None and o.boot_timeout_ms == 0:
+            o.boot_timeout_ms = 1
+        o.lifetime_ms = _ms(timeout, "timeout")
+        if timeout and o.lifetime_ms == 0:
+            o.lifetime_ms = 1
+        if console is not None:
+            o.console_fd = console if isinstance(console, int) else console.fileno()
+        env_arr = N.strv(N.kv_list(envs, "envs"))
+        meta_arr = N.strv(N.kv_list(metadata, "metadata"))
+        keep += [env_arr, meta_arr]
+        if env_arr:
+            o.envs = env_arr.ptr
+        if meta_arr:
+            o.metadata = meta_arr.ptr
+        if disks:
+            arr = (N.sbx_disk * len(disks))()
+            for i, d in enumerate(disks):
+                p, s = os.fsencode(d.path), N.enc(d.serial)
+                keep += [p, s]
+                arr[i].path, arr[i].serial = p, s
+                arr[i].read_only, arr[i].ephemeral = int(d.read_only), int(d.ephemeral)
+            o.disks = arr
+            o.ndisks = len(disks)
+            keep.append(arr)
+
+        out = ctypes.c_void_p()
+        token = [None]
+        try:
+            try:
+                # sbx_create stores the handle in `out` before it blocks: the Ctrl-C bridge
+                # interrupts the boot through it.
+                bridge.enter(token, out)
+                rc = L.sbx_create(ctypes.byref(out), ctypes.byref(o))
+                _flush_signals()
+            finally:
+                bridge.exit(token)
+        except BaseException:
+            with bridge.lock:
+                if out.value:
+                    L.sbx_destroy(out)
+            raise
+        if rc < 0:
+            msg = N.dec(L.sbx_errmsg(out)) if out.value else ""
+            with bridge.lock:
+                L.sbx_destroy(out)
+            raise from_code(rc, msg)
+
+        self._ptr: int = out.value  # type: ignore[assignment]
+        self._template = template
+        self._last_cpu: Optional[tuple] = None
+        # The guard and the handle set must not refer back to self: the finalizer keeps them.
+        self._handles = _Handles()
+        self._guard = Guard(self._ptr, functools.partial(_destroy, self._ptr, self._handles))
+        # Destroyed when garbage-collected or at interpreter exit if not killed before.
+        self._finalizer = weakref.finalize(self, Sandbox._finalize, self._guard)
+        info = self._raw_info()
+        self._id = N.dec(info.id)
+        Sandbox._live[self._id] = self
+        self.commands = Commands(self)
+        self.files = Files(self)
+        self.pty = Pty(self)
+
+    # --- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        template: str = "base",
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        envs: Optional[Dict[str, str]] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        cpu: Optional[int] = None,
+        memory_mb: Optional[int] = None,
+        **kwargs: Any,
+    ) -> "Sandbox":
+        """Creates a sandbox and returns once its guest agent answered.
+
+        Args:
+            template: root filesystem: a name looked up as ``<name>.ext4`` in the image
+                directory ("base": Debian with bash and python3, "test": busybox), or a path.
+            timeout: lifetime in seconds: the sandbox stops on its own this long after
+                creation (extend it with :meth:`set_timeout`). ``None`` or ``0``: no limit.
+                Default 300, as in E2B.
+            envs: environment variables of every process in the sandbox.
+            metadata: free-form labels, readable with :meth:`get_info` and
+                :meth:`Sandbox.list`.
+            cpu: number of vCPUs (default 1).
+            memory_mb: guest RAM in MiB (default 512).
+            user: (keyword) the default user of commands and files (default ``user``).
+            kernel: (keyword) guest kernel path (default: ``vmlinux`` in the image directory).
+            image_dir: (keyword) where template names are looked up (default
+                ``$SBX_CACHE_DIR`` or ``~/.cache/libsandbox``).
+            boot_timeout: (keyword) seconds the boot may take (default 30).
+            disks: (keyword) extra block devices (:class:`Disk`).
+            console: (keyword) a file descriptor or file receiving the guest console.
+            kernel_cmdline: (keyword) appended to the guest kernel command line.
+
+        Raises:
+            TemplateException: kernel or root filesystem missing or malformed.
+            KvmUnavailableException: no usable /dev/kvm.
+            TimeoutException: the boot took longer than ``boot_timeout``.
+            InvalidArgumentException: a bad option.
+            KeyboardInterrupt: Ctrl-C during the boot (nothing is left behind).
+        """
+        return cls(template, timeout, envs, metadata, cpu, memory_mb, **kwargs)
+
+    @classmethod
+    def connect(cls, sandbox_id: str) -> "Sandbox":
+        """Returns the live :class:`Sandbox` object of this process with that id.
+
+        Sandboxes are microVMs inside the process that created them: other processes can
+        list them (:meth:`list`) but not use them.
+
+        Raises:
+            NotFoundException: no sandbox of this process has that id.
+        """
+        sb = cls._live.get(sandbox_id)
+        if sb is None or sb._guard.closing:
+            raise NotFoundException(
+                f"no sandbox {sandbox_id!r} in this process (sandboxes cannot be shared "
+                "between processes)",
+                N.SBX_ENOENT,
+            )
+        return sb
+
+    @staticmethod
+    def list() -> List[SandboxListing]:
+        """The sandboxes running on this machine, from every process of this user."""
+        L = N.lib()
+        arr = ctypes.POINTER(N.sbx_listing)()
+        n = ctypes.c_size_t()
+        rc = L.sbx_list_running(ctypes.byref(arr), ctypes.byref(n))
+        if rc < 0:
+            raise from_code(rc)
+        try:
+            out = []
+            for i in range(n.value):
+                e = arr[i]
+                out.append(
+                    SandboxListing(
+                        sandbox_id=N.dec(e.id),
+                        pid=e.pid,
+                        template_id=N.dec(e.rootfs),
+                        metadata=N.kv_dict(N.read_strv(e.metadata)),
+                        started_at=_time(e.created_ns),
+                        end_at=_time(e.ends_ns),
+                        cpu_count=e.vcpus,
+                        memory_mb=e.memory_mib,
+                    )
+                )
+            return out
+        finally:
+            L.sbx_listing_free(arr, n.value)
+
+    # --- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _finalize(guard: Guard) -> None:
+        try:
+            guard.close()
+        except Exception:
+            pass
+
+    def _register(self, handle: Any) -> None:
+        with self._handles.lock:
+            self._handles.set.add(handle)
+
+    def _unregister(self, handle: Any) -> None:
+        with self._handles.lock:
+            self._handles.set.discard(handle)
+
+    def _call(self, fn: Any, *args: Any, blocking: bool = True, ok: tuple = ()) -> Any:
+        return self._guard.call(fn, *args, blocking=blocking, ok=ok)
+
+    def _raw_info(self) -> N.sbx_info:
+        info = N.sbx_info()
+        self._call(lambda: N.lib().sbx_get_info(self._ptr, ctypes.byref(info)), blocking=False)
+        return info
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def sandbox_id(self) -> str:
+        """The sandbox id: lowercase alphanumeric, unique on this machine."""
+        return self._id
+
+    @property
+    def template(self) -> str:
+        """The template (root filesystem) it was created from."""
+        return self._template
+
+    @property
+    def state(self) -> str:
+        """"booting", "running", "stopped", "failed", or "killed" once :meth:`kill` ran."""
+        if self._guard.closing:
+            return "killed"
+        return _STATES.get(
+            self._call(lambda: N.lib().sbx_state(self._ptr), blocking=False), "failed"
+        )
+
+    @property
+    def metadata(self) -> Dict[str, str]:
+        """The metadata given at creation."""
+        L = N.lib()
+
+        def get() -> Dict[str, str]:
+            out: Dict[str, str] = {}
+            i = 0
+            k, v = ctypes.c_char_p(), ctypes.c_char_p()
+            while L.sbx_metadata_at(self._ptr, i, ctypes.byref(k), ctypes.byref(v)) == 0:
+                out[N.dec(k.value)] = N.dec(v.value)
+                i += 1
+            return out
+
+        return self._call(get, blocking=False)
+
+    def get_info(self) -> SandboxInfo:
+        """Describes the sandbox (id, template, metadata, times, state, resources, guest)."""
+        i = self._raw_info()
+        return SandboxInfo(
+            sandbox_id=N.dec(i.id),
+            template_id=self._template,
+            metadata=self.metadata,
+            started_at=_time(i.created_ns),
+            end_at=_time(i.ends_ns),
+            state=_STATES.get(i.state, "failed"),
+            cpu_count=i.vcpus,
+            memory_mb=i.memory_mib,
+            envd_version=N.dec(i.envd_version),
+            kernel_release=N.dec(i.kernel_release),
+            os_name=N.dec(i.os_name),
+            protocol_version=i.protocol_version,
+            boot_time=i.boot_ns / 1e9,
+            uptime=i.uptime_ns / 1e9,
+            guest_cpus=i.guest_cpus,
+            guest_memory_kib=i.guest_mem_kib,
+        )
+
+    def is_running(self, request_timeout: Optional[float] = 10) -> bool:
+        """True if the guest answers a health check (a round trip to its agent).
+
+        False once the sandbox was killed, shut down, died or its lifetime ran out.
+        Raises TimeoutException if the agent does not answer within ``request_timeout``.
+        """
+        if self._guard.closing:
+            return False
+        try:
+            self.ping(request_timeout)
+            return True
+        except SandboxNotRunningException:  # SBX_EDEAD, SBX_ESTATE, killed
+            return False
+
+    def ping(self, timeout: Optional[float] = 10) -> None:
+        """A round trip to the guest agent; raises if it does not answer within ``timeout``."""
+        ms = max(1, _ms(timeout, "timeout", 10000))
+        self._call(lambda: N.lib().sbx_ping(self._ptr, min(ms, N.SBX_NO_TIMEOUT - 1)))
+
+    def set_timeout(self, timeout: Optional[float]) -> None:
+        """Sets the lifetime to end ``timeout`` seconds from now (extends or shortens it);
+        ``None`` or ``0`` removes the limit."""
+        ms = _ms(timeout, "timeout")
+        if timeout and ms == 0:
+            ms = 1
+        self._call(lambda: N.lib().sbx_set_timeout(self._ptr, ms), blocking=False)
+
+    def get_metrics(self, request_timeout: Optional[float] = 10) -> SandboxMetrics:
+        """Asks the guest for its resource use (CPU, memory, disk, processes)."""
+        m = N.sbx_metrics()
+        ms = max(1, _ms(request_timeout, "request_timeout", 10000))
+        self._call(
+            lambda: N.lib().sbx_get_metrics(
+                self._ptr, ctypes.byref(m), min(ms, N.SBX_NO_TIMEOUT - 1)
+            )
+        )
+        busy, total = m.cpu_busy_ms, m.cpu_total_ms
+        prev = self._last_cpu
+        self._last_cpu = (busy, total)
+        if prev and total > prev[1]:
+            pct = 100.0 * (busy - prev[0]) / (total - prev[1])
+        else:
+            pct = 100.0 * busy / total if total else 0.0
+        return SandboxMetrics(
+            timestamp=_dt.datetime.now(tz=_dt.timezone.utc),
+            cpu_count=m.cpus,
+            cpu_used_pct=max(0.0, min(100.0, pct)),
+            mem_total=m.mem_total_kib * 1024,
+            mem_used=max(0, m.mem_total_kib - m.mem_available_kib) * 1024,
+            disk_total=m.disk_total_bytes,
+            disk_used=m.disk_used_bytes,
+            processes=m.processes,
+            uptime=m.uptime_ms / 1000.0,
+            cpu_busy_ms=busy,
+            cpu_total_ms=total,
+            mem_available=m.mem_available_kib * 1024,
+        )
+
+    def console(self, max_bytes: int = 65536) -> str:
+        """The most recent guest console output (the last 64 KiB are kept)."""
+        buf = ctypes.create_string_buffer(max_bytes + 1)
+        n = self._call(
+            lambda: N.lib().sbx_console(self._ptr, buf, max_bytes + 1), blocking=False
+        )
+        return buf.raw[:n].decode("utf-8", "replace")
+
+    def interrupt(self) -> None:
+        """Makes every blocking call running on this sandbox (any thread) raise
+        :class:`InterruptedException` as soon as possible."""
+        self._call(lambda: N.lib().sbx_interrupt(self._ptr), blocking=False)
+
+    def shutdown(self, timeout: Optional[float] = 10) -> None:
+        """Shuts the guest down cleanly (syncs its disks) and waits until it stopped.
+        Later calls raise SandboxNotRunningException; :meth:`kill` still frees it."""
+        ms = max(1, _ms(timeout, "timeout", 10000))
+        self._call(lambda: N.lib().sbx_shutdown(self._ptr, min(ms, N.SBX_NO_TIMEOUT - 1)))
+
+    def kill(self) -> None:
+        """Stops the sandbox and frees everything it holds. Calls running in other threads
+        are interrupted first. Idempotent."""
+        Sandbox._live.pop(self._id, None)
+        self._finalizer.detach()
+        self._guard.close()
+
+    close = kill
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self._id} template={self._template!r}>"
