@@ -707,43 +707,33 @@ static void box_finalize(napi_env env, void *data, void *hint)
     box_unref(bx);
 }
 
-static box *get_box(napi_env env, napi_value v)
+/* The handle behind a JS external: every handle struct starts with its uint32_t magic. */
+static void *get_handle(napi_env env, napi_value v, uint32_t magic, const char *what)
 {
     void *p = NULL;
     napi_valuetype t;
     if (v && napi_typeof(env, v, &t) == napi_ok && t == napi_external)
         napi_get_value_external(env, v, &p);
-    if (!p || ((box *)p)->magic != MAGIC_BOX) {
-        throw_sbx(env, SBX_EINVAL, "not a sandbox handle");
+    if (!p || *(uint32_t *)p != magic) {
+        throw_sbx(env, SBX_EINVAL, "%s", what);
         return NULL;
     }
     return p;
+}
+
+static box *get_box(napi_env env, napi_value v)
+{
+    return get_handle(env, v, MAGIC_BOX, "not a sandbox handle");
 }
 
 static fileh *get_file(napi_env env, napi_value v)
 {
-    void *p = NULL;
-    napi_valuetype t;
-    if (v && napi_typeof(env, v, &t) == napi_ok && t == napi_external)
-        napi_get_value_external(env, v, &p);
-    if (!p || ((fileh *)p)->magic != MAGIC_FILE) {
-        throw_sbx(env, SBX_EINVAL, "not a file handle");
-        return NULL;
-    }
-    return p;
+    return get_handle(env, v, MAGIC_FILE, "not a file handle");
 }
 
 static pump *get_pump(napi_env env, napi_value v)
 {
-    void *p = NULL;
-    napi_valuetype t;
-    if (v && napi_typeof(env, v, &t) == napi_ok && t == napi_external)
-        napi_get_value_external(env, v, &p);
-    if (!p || ((pump *)p)->magic != MAGIC_PUMP) {
-        throw_sbx(env, SBX_EINVAL, "not a process or watch handle");
-        return NULL;
-    }
-    return p;
+    return get_handle(env, v, MAGIC_PUMP, "not a process or watch handle");
 }
 
 /* ---------------------------------------------------------------------------------------- */
