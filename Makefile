@@ -26,7 +26,7 @@ demo: build images
 test: build images
 	scripts/test $(BUILD)
 
-# The Python and Node bindings' guest-booting tests (not yet part of `make test`).
+# Only the Python and Node bindings' guest-booting tests (`make test` runs them too).
 test-bindings: build images
 	scripts/in-kvm ctest --test-dir $(BUILD) -L bindings --output-on-failure
 

@@ -26,7 +26,10 @@ def main() -> int:
                 self.passed += 1
 
     o = Outcome()
-    rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", sys.argv[1]], plugins=[o])
+    # A hung test prints every thread's stack well before ctest's timeout kills it.
+    hang = os.environ.get("SBX_PYTEST_HANG_DUMP", "200")
+    args = ["-q", "-rs", "-p", "no:cacheprovider", "-o", f"faulthandler_timeout={hang}"]
+    rc = pytest.main(args + [sys.argv[1]], plugins=[o])
     if rc == 0 and o.skipped and not o.passed:
         return 77
     return int(rc)
