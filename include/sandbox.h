@@ -86,7 +86,31 @@ typedef struct sbx_disk {
     const char *serial; /* VIRTIO_BLK_ID serial (<= 20 bytes), NULL for none */
 } sbx_disk;
 
-#define SBX_OPTIONS_VERSION 1
+/* Guest networking modes (docs/networking.md). */
+enum sbx_network_mode {
+    SBX_NET_NAT = 0,  /* default: eth0 behind a user-mode NAT in the library (libslirp): no root,
+                         no host configuration; the egress policy applies */
+    SBX_NET_NONE = 1, /* no network device: only loopback */
+};
+
+/*
+ * What the guest may reach (E2B's semantics). Entries of allow_out and deny_out are IPv4
+ * addresses ("10.1.2.3"), CIDR blocks ("10.0.0.0/8"; "0.0.0.0/0" is everything) or domain
+ * names ("example.com", "*.example.com" for its subdomains), each optionally followed by
+ * ":PORT" or ":LOW-HIGH". A destination matched by an allow entry is reachable even if a deny
+ * entry matches it too; otherwise a matching deny entry blocks it; otherwise it is reachable.
+ * Domain entries match the addresses the guest learned from DNS answers for those names.
+ * Blocked TCP connections are refused (RST), blocked UDP and ICMP get "administratively
+ * prohibited". Lists are NULL-terminated; at most 1024 entries each.
+ */
+typedef struct sbx_net_policy {
+    int block_internet;           /* non-zero: like deny_out "0.0.0.0/0" (E2B's
+                                     allowInternetAccess = false) */
+    const char *const *allow_out; /* or NULL */
+    const char *const *deny_out;  /* or NULL */
+} sbx_net_policy;
+
+#define SBX_OPTIONS_VERSION 2
 
 typedef struct sbx_options {
     unsigned version; /* SBX_OPTIONS_VERSION */
@@ -123,11 +147,23 @@ typedef struct sbx_options {
        returns (later calls fail with SBX_EDEAD "lifetime expired"); see sbx_set_timeout().
        0 means no limit. */
     uint64_t lifetime_ms;
+
+    /* Since version 2: networking (docs/networking.md). */
+    int network;               /* enum sbx_network_mode; 0 = SBX_NET_NAT */
+    sbx_net_policy net_policy; /* the initial egress policy; see sbx_network_update() */
+    /* Names the sandbox's DNS answers itself, "NAME=IPV4" (NULL-terminated, at most 256), like
+       /etc/hosts entries but visible to domain rules. NULL: none. */
+    const char *const *hosts;
+    /* Non-zero: the gateway address (10.0.2.2) reaches the host's own loopback (127.0.0.1),
+       so the guest can use services of the host machine that listen only there. Default 0:
+       the host's loopback is unreachable from the guest. */
+    int host_loopback;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
-        SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0      \
+        SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,     \
+            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0                                                  \
     }
 
 /*
@@ -263,6 +299,30 @@ typedef struct sbx_metrics {
 
 /* Asks the guest for its resource use. timeout_ms 0 means 10000. */
 SBX_API int sbx_get_metrics(sbx *sb, sbx_metrics *m, unsigned timeout_ms);
+
+/* ======================================================================================= */
+/* Networking                                                                               */
+/* ======================================================================================= */
+
+/*
+ * Replaces the egress policy of a running sandbox (see sbx_net_policy); it applies to every
+ * packet from then on, including those of connections already open. The new policy is
+ * validated completely first: on SBX_EINVAL (the message names the bad entry) the old one
+ * stays. Returns 0, SBX_EINVAL, SBX_ENOTSUP (the sandbox has no network: SBX_NET_NONE), or
+ * SBX_ESTATE / SBX_EDEAD when it no longer runs. Never blocks on the guest.
+ */
+SBX_API int sbx_network_update(sbx *sb, const sbx_net_policy *policy);
+
+/* Counters of the sandbox's network. */
+typedef struct sbx_net_stats {
+    uint64_t tx_frames, tx_bytes; /* sent by the guest */
+    uint64_t rx_frames, rx_bytes; /* delivered to the guest */
+    uint64_t blocked;             /* guest packets refused by the egress policy */
+    uint64_t dropped;             /* frames dropped (queues full, malformed, unsupported) */
+} sbx_net_stats;
+
+/* Fills *st. Returns 0, SBX_EINVAL, or SBX_ENOTSUP when the sandbox has no network. */
+SBX_API int sbx_network_stats(sbx *sb, sbx_net_stats *st);
 
 /* ======================================================================================= */
 /* Commands and processes                                                                  */
@@ -462,6 +522,48 @@ SBX_API void sbx_proc_list_free(sbx_proc_info *list, size_t n);
  */
 SBX_API int sbx_pty_open(sbx *sb, unsigned rows, unsigned cols, const sbx_exec_options *o,
                          sbx_proc **out);
+
+/* ======================================================================================= */
+/* Port exposure                                                                           */
+/* ======================================================================================= */
+/* A TCP service listening in the guest, reached from this machine through a host port the
+   library listens on. Each connection accepted there becomes a new connection made by the
+   guest agent inside the guest to 127.0.0.1:GUEST_PORT (or ::1 when nothing listens on
+   127.0.0.1), so services bound only to the guest's loopback are reachable, and it works
+   without guest networking (SBX_NET_NONE). Bytes are relayed both ways, with end of stream
+   (shutdown) passed on, until both sides have closed. Exposing needs nothing to listen in
+   the guest yet: a connection made while nothing listens there is reset (the host side sees
+   ECONNRESET or EOF), later ones reach the service once it is up. Limits per sandbox: 64
+   exposed ports (host listeners) and 256 open connections (more are reset); a guest that does
+   not answer within 10 s gets the connection reset too. Everything is closed by
+   sbx_unexpose() or sbx_destroy(). The listeners and relays run on a thread of the sandbox
+   (started on first use) and never block a caller. */
+
+/*
+ * Exposes guest TCP port guest_port (1..65535) on host_addr:host_port. host_addr: an IPv4
+ * or IPv6 address literal of this machine, or NULL for 127.0.0.1 (use "0.0.0.0" to accept
+ * connections from other machines: there is no authentication). host_port 0 picks a free
+ * port; *bound_port (if not NULL) receives the port listened on. Exposing a guest port again
+ * on the same address with host_port 0 (or the port it already has) returns the existing
+ * mapping; another host port adds a second mapping. Returns 0, SBX_EINVAL (a port out of
+ * range, a bad address), SBX_EBUSY (the host port is in use, or 64 ports are exposed),
+ * SBX_EACCES (a privileged host port), SBX_ENOTSUP (the guest agent is too old to forward
+ * ports), SBX_ESTATE / SBX_EDEAD. Never blocks on the guest.
+ */
+SBX_API int sbx_expose(sbx *sb, unsigned guest_port, const char *host_addr, unsigned host_port,
+                       unsigned *bound_port);
+
+/* Writes "HOST:PORT" where guest_port is reachable from this machine into buf (e.g.
+   "127.0.0.1:40123"; "[::1]:PORT" for IPv6; 127.0.0.1 when the mapping listens on 0.0.0.0),
+   exposing the port on 127.0.0.1 and a free host port first when it is not exposed yet
+   (E2B's getHost). Returns 0, SBX_EINVAL (also: buf too small; 48 bytes always suffice), or
+   an error of sbx_expose(). */
+SBX_API int sbx_get_host(sbx *sb, unsigned guest_port, char *buf, size_t buflen);
+
+/* Stops exposing guest_port: closes its host listeners and the connections made through
+   them. Returns 0, SBX_EINVAL, or SBX_ENOENT when the port is not exposed. Works in any
+   state of the sandbox. */
+SBX_API int sbx_unexpose(sbx *sb, unsigned guest_port);
 
 /* ======================================================================================= */
 /* Files                                                                                   */

@@ -46,6 +46,9 @@ struct callslot {
 };
 
 struct agent_conn;
+struct expose_state;
+struct netfilter;
+struct net;
 
 struct sbx {
     char id[32];
@@ -82,9 +85,16 @@ struct sbx {
     struct bus pio, mmio;
     struct serial serial; /* lives as long as the handle: the console stays readable */
     struct devhost devhost;
-    struct virtio_dev *vdev[SBX_MAX_DISKS + 2];
+    struct virtio_dev *vdev[SBX_MAX_DISKS + 3]; /* root, extra disks, vsock, net */
     unsigned nvdev;
     struct virtio_dev *vsock;
+
+    /* Network (lib/ops/network.c): the mode, the filter made from the options (handed to the
+       device when it is created), and the device's NAT. */
+    int network; /* enum sbx_network_mode */
+    int host_loopback;
+    struct netfilter *nf;
+    struct net *net;
 
     /* Device/IO thread */
     struct event_base *evbase;
@@ -111,6 +121,8 @@ struct sbx {
     struct agent_conn *pool;
     unsigned npool;
     char *local_sock;
+    /* Port exposure (lib/ops/expose.c): listeners and relays, created on first use. */
+    _Atomic(struct expose_state *) expose;
 
     /* Settings sent to envd (Configure) and metadata. */
     char **envs, *default_user; /* envs NULL-terminated */
@@ -138,6 +150,10 @@ int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out);
 
 /* Opens a new stream to envd (vsock, or the local test socket); fd is non-blocking. */
 int sbx_agent_dial(struct sbx *sb, int *fd);
+
+/* lib/ops/network.c: checks and keeps the network options (a version 2 options struct). */
+int network_options(struct sbx *sb, const sbx_options *o);
+void network_free(struct sbx *sb);
 
 /* Sets the handle's error message (printf-style) and returns `code`. */
 int sbx_seterr(struct sbx *sb, int code, const char *fmt, ...)

@@ -15,6 +15,7 @@
 #include "agent/agent.h"
 #include "agent/conn.h"
 #include "internal.h"
+#include "ops/expose.h"
 #include "registry.h"
 #include "session.h"
 #include "util/wait.h"
@@ -328,6 +329,8 @@ static int copy_options(struct sbx *sb, const sbx_options *o)
     if (o->cmdline_extra && !(sb->cmdline_extra = strdup(o->cmdline_extra)))
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     int r = session_options(sb, o);
+    if (r == 0)
+        r = network_options(sb, o);
     if (r < 0)
         return r;
     return resolve_images(sb, o); /* after the disks: it checks them too */
@@ -487,6 +490,7 @@ void sbx_destroy(sbx *sb)
         return;
     if (sb->info.id[0])
         registry_remove(sb);
+    expose_destroy(sb); /* before the VM: its thread dials envd through the vsock device */
     vm_teardown(sb);
     agent_pool_free(sb);
     if (sb->ctl_fd >= 0)
@@ -502,6 +506,7 @@ void sbx_destroy(sbx *sb)
             close(atomic_load(&sb->calls[i].fd));
     serial_destroy(&sb->serial);
     session_free(sb);
+    network_free(sb);
     free(sb->local_sock);
     pthread_mutex_destroy(&sb->stop_lock);
     pthread_mutex_destroy(&sb->err_lock);

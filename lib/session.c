@@ -6,6 +6,7 @@
 #include <sys/timerfd.h>
 #include <time.h>
 
+#include "net/net.h"
 #include "agent/agent.h"
 #include "agent/conn.h"
 #include "internal.h"
@@ -115,6 +116,16 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
     cfg.n_envs = n;
     cfg.envs = sb->envs;
     cfg.default_user = sb->default_user ? sb->default_user : "";
+    Sbx__Agent__NetConfig net = SBX__AGENT__NET_CONFIG__INIT;
+    if (sb->net) {
+        net.address = NET_GUEST_ADDR;
+        net.prefix = NET_PREFIX;
+        net.gateway = NET_GATEWAY_ADDR;
+        net.dns = NET_DNS_ADDR;
+        net.mac.data = (uint8_t *)net_guest_mac;
+        net.mac.len = 6;
+        cfg.net = &net;
+    }
     Sbx__Agent__Frame f = SBX__AGENT__FRAME__INIT, *reply = NULL;
     f.id = 2;
     f.body_case = SBX__AGENT__FRAME__BODY_CONFIGURE;

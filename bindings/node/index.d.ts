@@ -104,6 +104,35 @@ export interface SandboxOpts {
   disks?: DiskOptions[];
   /** A file descriptor receiving a copy of the guest's serial console. */
   consoleFd?: number;
+  /** false: every destination not in network.allowOut is blocked (default true). */
+  allowInternetAccess?: boolean;
+  /** Egress rules (docs/networking.md), or false for no network device (only loopback). */
+  network?: NetworkRules | false;
+  /** Names the sandbox's DNS answers itself: {name: ipv4}. */
+  hosts?: Record<string, string>;
+  /** The gateway 10.0.2.2 reaches this machine's 127.0.0.1 (default false). */
+  hostLoopback?: boolean;
+}
+
+/**
+ * Addresses ("10.1.2.3"), CIDRs ("10.0.0.0/8", "0.0.0.0/0"), domains ("example.com",
+ * "*.example.com"), each optionally followed by ":PORT" or ":LOW-HIGH". An allow entry wins
+ * over a deny entry.
+ */
+export interface NetworkRules {
+  allowOut?: string[];
+  denyOut?: string[];
+}
+
+export interface NetworkStats {
+  txFrames: number;
+  txBytes: number;
+  rxFrames: number;
+  rxBytes: number;
+  /** Guest packets refused by the egress policy. */
+  blocked: number;
+  /** Frames dropped (queues full, malformed, unsupported). */
+  dropped: number;
 }
 
 export interface SandboxInfo {
@@ -349,6 +378,14 @@ export declare class Sandbox {
   isRunning(opts?: { timeoutMs?: number }): Promise<boolean>;
   ping(timeoutMs?: number): Promise<void>;
   getMetrics(opts?: { timeoutMs?: number }): Promise<SandboxMetrics[]>;
+  /** Replaces the egress policy; applies to open connections too. */
+  updateNetwork(opts?: { allowInternetAccess?: boolean } & NetworkRules): Promise<void>;
+  networkStats(): Promise<NetworkStats>;
+  /** "127.0.0.1:PORT" where guest TCP `port` is reachable (exposed on first use). */
+  getHost(port: number): string;
+  /** Exposes guest `port`; returns the host port. */
+  expose(port: number, opts?: { hostPort?: number; hostAddr?: string }): number;
+  unexpose(port: number): void;
   shutdown(timeoutMs?: number): Promise<void>;
   console(): string;
   interrupt(): void;

@@ -49,6 +49,16 @@ static const char help_main[] =
     "  --boot-timeout S      give up when the guest has not booted within S seconds [30]\n"
     "  -v, --verbose         copy the guest's console to stderr and say what sbx does\n"
     "\n"
+    "Network (docs/networking.md): the sandbox has eth0 behind a NAT with internet access.\n"
+    "  --no-network          no network device, only loopback\n"
+    "  --block-internet      block every destination not allowed with --allow-out\n"
+    "  --allow-out RULE      always allow RULE: an address, a CIDR (10.0.0.0/8), a domain\n"
+    "                        (example.com, *.example.com), optionally :PORT or :LOW-HIGH;\n"
+    "                        wins over --deny-out (repeatable)\n"
+    "  --deny-out RULE       block RULE unless allowed (repeatable)\n"
+    "  --add-host NAME=IP    answer NAME with IP in the sandbox's DNS (repeatable)\n"
+    "  --host-loopback       let the gateway 10.0.2.2 reach this machine's 127.0.0.1\n"
+    "\n"
     "  -h, --help            this help; `sbx COMMAND --help` for a command's\n"
     "  --version             the version of sbx (that of libsandbox)\n"
     "\n"
@@ -101,6 +111,13 @@ static const char help_run[] =
     "  --copy-in HOST:GUEST   copy a file or directory tree into the sandbox before CMD runs\n"
     "                         (repeatable)\n"
     "  --copy-out GUEST:HOST  copy one out after CMD ran, whatever its status (repeatable)\n"
+    "  -p, --publish [HOSTPORT:]GUESTPORT\n"
+    "                         make TCP port GUESTPORT of the sandbox reachable on this machine\n"
+    "                         at 127.0.0.1:HOSTPORT while CMD runs (repeatable); without\n"
+    "                         HOSTPORT a free port is picked. The mapping is printed to stderr.\n"
+    "                         ADDR:HOSTPORT:GUESTPORT listens on ADDR instead (0.0.0.0: every\n"
+    "                         interface, so other machines can connect: no authentication).\n"
+    "                         Services that listen only on the guest's 127.0.0.1 work too.\n"
     "  -c STRING              run STRING with the guest's shell (instead of CMD)\n"
     "  --no-stdin             do not read stdin; CMD's stdin is empty\n"
     "  and the sandbox options of `sbx --help` (--rootfs, --cpus, --memory, --verbose, ...)\n"
@@ -121,7 +138,8 @@ static const char help_run[] =
     "  sbx run --user root --cwd /etc -- ls\n"
     "  sbx run --timeout 10 -- python3 -c 'while True: pass'; echo $?     # 124\n"
     "  tar c src | sbx run -- tar x -v\n"
-    "  sbx run --copy-in ./src:src --copy-out src/build:./build -- make -C src\n";
+    "  sbx run --copy-in ./src:src --copy-out src/build:./build -- make -C src\n"
+    "  sbx run -p 8000:8000 -- python3 -m http.server 8000   # http://127.0.0.1:8000/\n";
 
 static const char help_shell[] =
     "Usage: sbx shell [OPTIONS] [--] [CMD [ARG...]]\n"
@@ -373,6 +391,12 @@ int sandbox_open(const struct cli *a, sbx **out)
     o.memory_mib = a->memory_mib;
     o.boot_timeout_ms = a->boot_timeout_ms;
     o.metadata = a->nmetadata ? a->metadata : NULL;
+    o.network = a->no_network ? SBX_NET_NONE : SBX_NET_NAT;
+    o.net_policy.block_internet = a->block_internet;
+    o.net_policy.allow_out = a->allow_out;
+    o.net_policy.deny_out = a->deny_out;
+    o.hosts = a->hosts;
+    o.host_loopback = a->host_loopback;
     if (a->verbose)
         o.console_fd = 2;
     sbx *sb = NULL;
@@ -422,6 +446,12 @@ enum optid {
     O_CPUS,
     O_MEMORY,
     O_METADATA,
+    O_NO_NETWORK,
+    O_BLOCK_INTERNET,
+    O_ALLOW_OUT,
+    O_DENY_OUT,
+    O_ADD_HOST,
+    O_HOST_LOOPBACK,
     O_BOOT_TIMEOUT,
     O_VERBOSE,
     O_ENV,
@@ -432,6 +462,7 @@ enum optid {
     O_NO_STDIN,
     O_COPY_IN,
     O_COPY_OUT,
+    O_PUBLISH,
     O_JSON,
     O_QUIET,
 };
@@ -456,6 +487,12 @@ static const struct opt options[] = {
     {"cpus", 0, "N", O_CPUS, BOOTS},
     {"memory", 0, "MIB", O_MEMORY, BOOTS},
     {"metadata", 0, "KEY=VALUE", O_METADATA, BOOTS},
+    {"no-network", 0, NULL, O_NO_NETWORK, BOOTS},
+    {"block-internet", 0, NULL, O_BLOCK_INTERNET, BOOTS},
+    {"allow-out", 0, "RULE", O_ALLOW_OUT, BOOTS},
+    {"deny-out", 0, "RULE", O_DENY_OUT, BOOTS},
+    {"add-host", 0, "NAME=IP", O_ADD_HOST, BOOTS},
+    {"host-loopback", 0, NULL, O_HOST_LOOPBACK, BOOTS},
     {"boot-timeout", 0, "SECONDS", O_BOOT_TIMEOUT, BOOTS},
     {"verbose", 'v', NULL, O_VERBOSE, BOOTS},
     {"env", 'e', "KEY=VALUE", O_ENV, CMD_RUN | CMD_SHELL},
@@ -466,6 +503,7 @@ static const struct opt options[] = {
     {"no-stdin", 0, NULL, O_NO_STDIN, CMD_RUN},
     {"copy-in", 0, "HOST:GUEST", O_COPY_IN, CMD_RUN},
     {"copy-out", 0, "GUEST:HOST", O_COPY_OUT, CMD_RUN},
+    {"publish", 'p', "[HOSTPORT:]GUESTPORT", O_PUBLISH, CMD_RUN},
     {"json", 0, NULL, O_JSON, CMD_LS},
     {"quiet", 'q', NULL, O_QUIET, CMD_LS},
 };
@@ -639,6 +677,26 @@ static int apply(struct cli *a, const struct opt *o, const char *v)
             return usage_error(a, "--metadata wants KEY=VALUE, not '%s'", v);
         push(&a->metadata, &a->nmetadata, v);
         return 0;
+    case O_NO_NETWORK:
+        a->no_network = 1;
+        return 0;
+    case O_BLOCK_INTERNET:
+        a->block_internet = 1;
+        return 0;
+    case O_HOST_LOOPBACK:
+        a->host_loopback = 1;
+        return 0;
+    case O_ALLOW_OUT:
+        push(&a->allow_out, &a->nallow_out, v);
+        return 0;
+    case O_DENY_OUT:
+        push(&a->deny_out, &a->ndeny_out, v);
+        return 0;
+    case O_ADD_HOST:
+        if (!strchr(v, '=') || v[0] == '=')
+            return usage_error(a, "%s wants NAME=IP, not '%s'", shown, v);
+        push(&a->hosts, &a->nhosts, v);
+        return 0;
     case O_BOOT_TIMEOUT:
         return parse_seconds(a, shown, v, &a->boot_timeout_ms);
     case O_VERBOSE:
@@ -693,6 +751,17 @@ static int apply(struct cli *a, const struct opt *o, const char *v)
             push(&a->copy_in, &a->ncopy_in, v);
         else
             push(&a->copy_out, &a->ncopy_out, v);
+        return 0;
+    }
+    case O_PUBLISH: {
+        char addr[64];
+        unsigned hp, gp;
+        if (publish_parse(v, addr, sizeof(addr), &hp, &gp) != 0)
+            return usage_error(a,
+                               "%s wants [HOSTPORT:]GUESTPORT or ADDR:HOSTPORT:GUESTPORT with "
+                               "ports 1..65535 (HOSTPORT 0: any free port), not '%s'",
+                               shown, v);
+        push(&a->publish, &a->npublish, v);
         return 0;
     }
     case O_JSON:
@@ -837,8 +906,12 @@ int main(int argc, char **argv)
         free((char *)a.envs[i]);
     free(a.envs);
     free(a.metadata);
+    free(a.allow_out);
+    free(a.deny_out);
+    free(a.hosts);
     free(a.copy_in);
     free(a.copy_out);
+    free(a.publish);
     free(words);
     return rc;
 }

@@ -92,6 +92,76 @@ static void split(const char *spec, char **left, const char **right)
     }
 }
 
+static int parse_port(const char *s, size_t len, unsigned min, unsigned *out)
+{
+    unsigned long v = 0;
+    if (len == 0 || len > 5)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+    }
+    if (v < min || v > 65535)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+int publish_parse(const char *spec, char *addr, size_t cap, unsigned *host_port,
+                  unsigned *guest_port)
+{
+    addr[0] = '\0';
+    *host_port = 0;
+    const char *g = strrchr(spec, ':');
+    if (!g)
+        return parse_port(spec, strlen(spec), 1, guest_port);
+    if (parse_port(g + 1, strlen(g + 1), 1, guest_port) != 0)
+        return -1;
+    /* What is left of GUESTPORT: HOSTPORT, or ADDR:HOSTPORT (ADDR may be [IPv6]). */
+    const char *h = g;
+    while (h > spec && h[-1] != ':')
+        h--;
+    if (parse_port(h, (size_t)(g - h), 0, host_port) != 0)
+        return -1;
+    if (h == spec)
+        return 0;
+    const char *a = spec;
+    size_t alen = (size_t)(h - 1 - spec);
+    if (alen >= 2 && a[0] == '[' && a[alen - 1] == ']') {
+        a++;
+        alen -= 2;
+    } else if (memchr(a, ':', alen)) {
+        return -1; /* an IPv6 address needs brackets */
+    }
+    if (alen == 0 || alen >= cap)
+        return -1;
+    memcpy(addr, a, alen);
+    addr[alen] = '\0';
+    return 0;
+}
+
+/* Exposes the -p ports; prints each mapping. Returns 0 or EXIT_SBX after saying why. */
+static int publish_ports(sbx *sb, const struct cli *a)
+{
+    for (size_t i = 0; i < a->npublish; i++) {
+        char addr[64];
+        unsigned hp, gp, bound;
+        publish_parse(a->publish[i], addr, sizeof(addr), &hp, &gp); /* checked by main() */
+        int rc = sbx_expose(sb, gp, addr[0] ? addr : NULL, hp, &bound);
+        if (rc != 0) {
+            char what[96];
+            snprintf(what, sizeof(what), "cannot publish port %s", a->publish[i]);
+            return lib_error(sb, rc, what);
+        }
+        const char *shown = addr[0] ? addr : "127.0.0.1";
+        int v6 = strchr(shown, ':') != NULL;
+        msg("guest port %u is reachable at %s%s%s:%u", gp, v6 ? "[" : "", shown, v6 ? "]" : "",
+            bound);
+    }
+    return 0;
+}
+
 static int exit_status(const sbx_exec_result *res, unsigned timeout_ms)
 {
     if (res->timed_out) {
@@ -153,6 +223,9 @@ int cmd_run(struct cli *a)
         status = copy_to_guest(sb, host, guest, a->verbose);
         free(host);
     }
+
+    if (status == 0)
+        status = publish_ports(sb, a);
 
     int ran = 0;
     if (status == 0) {

@@ -32,6 +32,9 @@ struct cli {
     int verbose;
     const char **metadata;
     size_t nmetadata;
+    int no_network, block_internet, host_loopback;
+    const char **allow_out, **deny_out, **hosts; /* NULL-terminated */
+    size_t nallow_out, ndeny_out, nhosts;
     /* Command options (run, shell). */
     const char **envs;
     size_t nenvs;
@@ -40,6 +43,8 @@ struct cli {
     int no_stdin;
     char **copy_in, **copy_out; /* "A:B" as given */
     size_t ncopy_in, ncopy_out;
+    const char **publish; /* -p [[ADDR:]HOSTPORT:]GUESTPORT as given (checked) */
+    size_t npublish;
     /* ls */
     int json, quiet;
     /* What follows the options. */
@@ -85,6 +90,12 @@ double now_s(void);
    copied. Print errors; return 0, EXIT_SBX, or 128+signal when interrupted. */
 int copy_to_guest(sbx *sb, const char *host_src, const char *guest_dst, int summary);
 int copy_from_guest(sbx *sb, const char *guest_src, const char *host_dst, int summary);
+
+/* Parses a -p value "[[ADDR:]HOSTPORT:]GUESTPORT" (ADDR: an IPv4 address or [IPv6]); addr
+   receives ADDR without brackets ("" when none), host_port 0 when none. Returns 0, or -1
+   when the value is malformed. */
+int publish_parse(const char *spec, char *addr, size_t cap, unsigned *host_port,
+                  unsigned *guest_port);
 
 int cmd_run(struct cli *a);
 int cmd_shell(struct cli *a);

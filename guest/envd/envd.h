@@ -40,6 +40,12 @@ void init_fatal(const struct envd_config *cfg, const char *fmt, ...)
 void init_set_clock(const struct envd_config *cfg, uint64_t realtime_ns);
 void init_set_hostname(const struct envd_config *cfg, const char *name);
 
+/* net.c: network interfaces. Brings loopback up (at boot, always). */
+void net_loopback_up(void);
+/* Configures the interface with nc->mac: address, netmask, link up, default route, and
+   /etc/resolv.conf. Returns 0, or an errno with a message in err. */
+int net_configure(const Sbx__Agent__NetConfig *nc, char *err, size_t cap);
+
 /* PRETTY_NAME from /etc/os-release (or /usr/lib/os-release), unquoted and truncated to fit;
    "" when there is none. */
 void init_os_name(char *out, size_t cap);
@@ -95,6 +101,12 @@ struct conn_op {
 /* Installs op on c (replacing none: it is an error to set one while another is set), or with
    op NULL ends the current op without calling closed. */
 void conn_set_op(struct conn *c, const struct conn_op *op, void *arg);
+/* Takes the connection's socket away from the loop (which then forgets the connection) for
+   a module that speaks raw bytes on it from now on. Output still queued (a final reply) is
+   copied into pending (cap bytes; *len receives the count) and must be written first.
+   Returns the fd, or -1 (nothing taken) when the connection is going away, has an op set,
+   holds part of a frame from the host, or more than cap bytes are queued. */
+int conn_take(struct conn *c, void *pending, size_t cap, size_t *len);
 /* Serves f as a request on c as if no op were set (for an op that only watches for one
    particular frame and passes everything else on; it must have cleared itself first). */
 void conn_dispatch(struct server *s, struct conn *c, const Sbx__Agent__Frame *f);
@@ -107,7 +119,7 @@ struct watcher {
     void *arg;
     bool active; /* managed by server_watch / server_unwatch */
 };
-/* Adds w to the poll set (false when the limit of 1024 watchers is reached). */
+/* Adds w to the poll set (false when the limit of 1536 watchers is reached). */
 bool server_watch(struct server *s, struct watcher *w);
 /* Removes w (safe from within callbacks, also w's own). */
 void server_unwatch(struct server *s, struct watcher *w);
@@ -159,5 +171,10 @@ void watch_request(struct server *s, struct conn *c, const Sbx__Agent__Frame *f)
 
 /* metrics.c: MetricsRequest. */
 void metrics_request(struct server *s, struct conn *c, const Sbx__Agent__Frame *f);
+
+/* forward.c: PortConnect (port forwarding). */
+void forward_request(struct server *s, struct conn *c, const Sbx__Agent__Frame *f);
+/* Called on every loop round: connect deadlines, send retries, freeing ended forwards. */
+void forward_tick(struct server *s);
 
 #endif

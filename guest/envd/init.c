@@ -367,6 +367,7 @@ void init_system(struct envd_config *cfg)
     switch_root(cfg);
     mount_api_filesystems();
     init_set_hostname(cfg, "sbx");
+    net_loopback_up();
 }
 
 /* --- power off ----------------------------------------------------------------------------- */

@@ -20,8 +20,9 @@
 #include "agent/frame.h"
 #include "envd.h"
 
-#define MAX_CONNS    256
-#define MAX_WATCHERS 1024
+#define MAX_CONNS 256
+/* Processes take up to 3 watchers each (256 of them), forwarded ports 2 each (256). */
+#define MAX_WATCHERS 1536
 /* Stop reading requests from a connection whose replies pile up (a host that does not read);
    bounds envd's memory per connection together with SBX_FRAME_MAX. */
 #define OUT_HIGH (8u << 20)
@@ -295,6 +296,22 @@ void conn_fail(struct conn *c, uint32_t id, Sbx__Agent__ErrorCode code, const ch
     c->closing = true;
 }
 
+int conn_take(struct conn *c, void *pending, size_t cap, size_t *len)
+{
+    *len = 0;
+    size_t n = c->out_len - c->out_off;
+    /* A partial frame from the host means it did not wait for the answer. */
+    if (c->dead || c->closing || c->write_failed || c->op || !frame_reader_idle(&c->rd) || n > cap)
+        return -1;
+    memcpy(pending, c->out + c->out_off, n);
+    *len = n;
+    c->out_off = c->out_len = 0;
+    int fd = c->fd;
+    c->fd = -1;
+    c->dead = true; /* freed by the loop without touching the socket */
+    return fd;
+}
+
 void conn_set_op(struct conn *c, const struct conn_op *op, void *arg)
 {
     if (op && c->op)
@@ -336,7 +353,8 @@ static void on_hello(struct server *s, struct conn *c, const Sbx__Agent__Frame *
         init_set_hostname(s->cfg, h->hostname);
     c->hello_done = true;
 
-    static char *features[] = {"clock", "hostname", "exec", "pty", "files", "watch", "metrics"};
+    static char *features[] = {"clock", "hostname", "exec",    "pty",
+                               "files", "watch",    "metrics", "port-forward"};
     Sbx__Agent__Hello r = SBX__AGENT__HELLO__INIT;
     r.protocol_version = SBX__AGENT__CONSTANTS__PROTOCOL_VERSION;
     r.software = "envd";
@@ -428,6 +446,9 @@ void conn_dispatch(struct server *s, struct conn *c, const Sbx__Agent__Frame *re
     case SBX__AGENT__FRAME__BODY_WATCH_START:
         watch_request(s, c, req);
         return;
+    case SBX__AGENT__FRAME__BODY_PORT_CONNECT:
+        forward_request(s, c, req);
+        return;
     default:
         /* Replies, events and errors only ever flow from envd to the host. */
         conn_fail(c, req->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_PROTOCOL,
@@ -461,7 +482,8 @@ static void conn_free(struct server *s, struct conn *c)
         if (op->closed)
             op->closed(s, c, arg);
     }
-    close(c->fd);
+    if (c->fd >= 0) /* -1 once a module took it (conn_take) */
+        close(c->fd);
     frame_reader_free(&c->rd);
     free(c->out);
     free(c);
@@ -574,6 +596,7 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
         if (cfg->test_mode && s.listen_fd < 0 && s.nconns == 0)
             return;
         proc_tick(&s);
+        forward_tick(&s);
         /* Producers with room to send go first; one that has more asks for another round. */
         bool again = false;
         for (size_t i = 0; i < s.nconns; i++) {

@@ -189,6 +189,14 @@ void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *c
                    "default user %.64s: no such user in the guest", cfg->default_user);
         return;
     }
+    if (cfg->net) {
+        char msg[256];
+        int e = net_configure(cfg->net, msg, sizeof(msg));
+        if (e) {
+            conn_errno(c, id, e, "%s", msg);
+            return;
+        }
+    }
     char **envs = calloc(cfg->n_envs + 1, sizeof(*envs));
     for (size_t i = 0; envs && i < cfg->n_envs; i++)
         if (!(envs[i] = strdup(cfg->envs[i]))) {

@@ -234,7 +234,7 @@ static uint32_t feature_bit(const char *name)
         {"clock", AGENT_FEATURE_CLOCK},     {"hostname", AGENT_FEATURE_HOSTNAME},
         {"exec", AGENT_FEATURE_EXEC},       {"pty", AGENT_FEATURE_PTY},
         {"files", AGENT_FEATURE_FILES},     {"watch", AGENT_FEATURE_WATCH},
-        {"metrics", AGENT_FEATURE_METRICS},
+        {"metrics", AGENT_FEATURE_METRICS}, {"port-forward", AGENT_FEATURE_PORT_FORWARD},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strcmp(name, known[i].name) == 0)

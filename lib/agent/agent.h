@@ -10,13 +10,14 @@
 #include "util/wait.h"
 
 /* Optional capabilities envd announced in its Hello (Hello.features), as bits. */
-#define AGENT_FEATURE_CLOCK    (1u << 0) /* "clock": steps the guest clock to Hello.realtime_ns */
-#define AGENT_FEATURE_HOSTNAME (1u << 1) /* "hostname": applies Hello.hostname */
-#define AGENT_FEATURE_EXEC     (1u << 2) /* "exec": ProcStart and friends */
-#define AGENT_FEATURE_PTY      (1u << 3) /* "pty": ProcStart.pty */
-#define AGENT_FEATURE_FILES    (1u << 4) /* "files": FileWrite ... Rename */
-#define AGENT_FEATURE_WATCH    (1u << 5) /* "watch": WatchStart */
-#define AGENT_FEATURE_METRICS  (1u << 6) /* "metrics": MetricsRequest */
+#define AGENT_FEATURE_CLOCK        (1u << 0) /* "clock": steps the guest clock to Hello.realtime_ns */
+#define AGENT_FEATURE_HOSTNAME     (1u << 1) /* "hostname": applies Hello.hostname */
+#define AGENT_FEATURE_EXEC         (1u << 2) /* "exec": ProcStart and friends */
+#define AGENT_FEATURE_PTY          (1u << 3) /* "pty": ProcStart.pty */
+#define AGENT_FEATURE_FILES        (1u << 4) /* "files": FileWrite ... Rename */
+#define AGENT_FEATURE_WATCH        (1u << 5) /* "watch": WatchStart */
+#define AGENT_FEATURE_METRICS      (1u << 6) /* "metrics": MetricsRequest */
+#define AGENT_FEATURE_PORT_FORWARD (1u << 7) /* "port-forward": PortConnect */
 
 /* What envd said in its Hello. */
 struct agent_hello {

@@ -89,4 +89,33 @@ void virtio_vsock_transport_reset(struct virtio_dev *d);
    has to send RST (both 10 s by default). For tests. Callable from any thread. */
 void virtio_vsock_set_timeouts(struct virtio_dev *d, unsigned connect_ms, unsigned close_ms);
 
+/* ---- virtio-net (no offloads, a large MTU; frames go to and come from a backend) ---- */
+struct net_backend {
+    /* A frame the guest sent (Ethernet header first, no virtio header), on the device thread
+       with the device lock held. The backend copies what it keeps; it may answer at once
+       with virtio_net_receive(). */
+    void (*send)(void *ctx, const uint8_t *frame, size_t len);
+    /* Optional: the end of a batch of send() calls (same thread, lock held). */
+    void (*flush)(void *ctx);
+    void *ctx;
+};
+
+struct virtio_net_stats {
+    uint64_t tx_frames, tx_bytes, tx_dropped, rx_frames, rx_bytes, rx_dropped;
+};
+
+/* mtu: announced to the guest (VIRTIO_NET_F_MTU), 576..65535. */
+int virtio_net_create(struct virtio_dev **out, const struct devhost *host, const uint8_t mac[6],
+                      unsigned mtu, const struct net_backend *be, uint64_t mmio_base, uint32_t gsi,
+                      char *err, size_t errlen);
+
+/* Delivers a frame to the guest (copied). Frames wait, boundedly, while the driver has posted
+   no receive buffers; beyond that, or while the driver is not ready, they are dropped (the
+   guest's TCP retransmits). Call with the device lock held (the backend holds it in its
+   own callbacks, and net_backend.send runs with it). */
+void virtio_net_receive(struct virtio_dev *d, const uint8_t *frame, size_t len);
+
+/* The device's counters. Callable from any thread. */
+void virtio_net_stats(struct virtio_dev *d, struct virtio_net_stats *out);
+
 #endif

@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "session.h"
+#include "net/net.h"
 #include "util/cmdline.h"
 #include "util/initramfs.h"
 #include "virtio/virtio.h"
@@ -322,11 +323,22 @@ static int create_devices(struct sbx *sb)
                                 virtio_irq(sb->nvdev), err, sizeof(err));
     if (r < 0)
         return sbx_seterr(sb, r, "vsock device: %s", err);
-    return add_virtio(sb, sb->vsock, base);
+    if ((r = add_virtio(sb, sb->vsock, base)) < 0 || !sb->nf)
+        return r;
+    struct virtio_dev *d;
+    base = virtio_base(sb->nvdev);
+    r = net_create(&sb->net, &d, &sb->devhost, sb->nf, sb->host_loopback, base,
+                   virtio_irq(sb->nvdev), err, sizeof(err));
+    sb->nf = NULL; /* the network took it */
+    if (r < 0)
+        return sbx_seterr(sb, r, "network device: %s", err);
+    return add_virtio(sb, d, base);
 }
 
 static void destroy_devices(struct sbx *sb)
 {
+    net_destroy(sb->net); /* before its device */
+    sb->net = NULL;
     for (unsigned i = 0; i < sb->nvdev; i++)
         virtio_dev_destroy(sb->vdev[i]);
     sb->nvdev = 0;

@@ -3,7 +3,7 @@
 # The sbx CLI end to end in real guests: tests/integration/test_cli.sh SCENARIO PATH-TO-SBX
 #
 # Scenarios (one ctest case each; every sbx command boots its own guest, so each scenario
-# keeps its boots few): run, stdin, copy, shell, ls. Exit 0: passed, 1: failed, 77: skipped.
+# keeps its boots few): run, stdin, copy, shell, ls, net. Exit 0: passed, 1: failed, 77: skipped.
 set -uo pipefail
 
 scenario=${1:?usage: test_cli.sh SCENARIO SBX}
@@ -312,6 +312,65 @@ print("ls and Ctrl-C ok")
 PY
     ;;
 
+net)
+    need_python
+    say "network options: a bad rule is named before any boot"
+    sbx run --allow-out 10.0.0.0/99 -- true
+    expect_rc 125 "a bad --allow-out"
+    expect_err_has "10.0.0.0/99" "a bad --allow-out"
+
+    say "--no-network: only loopback"
+    sbx run "${BOOT[@]}" --no-network -- ls /sys/class/net
+    expect_rc 0 "--no-network"
+    expect_out "lo" "--no-network"
+
+    say "a web server on this machine through the gateway (--host-loopback); --block-internet"
+    mkdir "$T/www" && echo "from the host" >"$T/www/index.html"
+    "$PY" -u -m http.server 0 --bind 127.0.0.1 --directory "$T/www" >"$T/http.log" 2>&1 &
+    web=$!
+    port=
+    for _ in $(seq 100); do
+        port=$(sed -nE 's/.*port ([0-9]+).*/\1/p' "$T/http.log" | head -1)
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { kill $web; fail "the host web server did not start: $(cat "$T/http.log")"; }
+    get="exec 3<>/dev/tcp/10.0.2.2/$port && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' >&3 && tail -1 <&3"
+    sbx run "${BOOT[@]}" --host-loopback -- bash -c "$get"
+    expect_rc 0 "a fetch through the NAT"
+    expect_out "from the host" "a fetch through the NAT"
+    sbx run "${BOOT[@]}" --host-loopback --block-internet -- bash -c "$get"
+    [ "$rc" -ne 0 ] || { kill $web; fail "--block-internet let the fetch through"; }
+    kill $web
+
+    say "-p: a server in the guest reached from here"
+    "$SBX" run "${BOOT[@]}" --no-network -p 8000 -- \
+        python3 -c 'import http.server as h; s=h.HTTPServer(("127.0.0.1", 8000), h.SimpleHTTPRequestHandler); s.handle_request()' \
+        >"$T/out" 2>"$T/err" &
+    srv=$!
+    SBX_ERR="$T/err" "$PY" - <<'PY' || { kill $srv; fail "-p (see above)"; }
+import os, re, time, urllib.request
+deadline = time.time() + 200
+addr = None
+while time.time() < deadline:
+    m = re.search(r"reachable at (\S+)", open(os.environ["SBX_ERR"]).read())
+    if m:
+        addr = m.group(1)
+        try:
+            r = urllib.request.urlopen(f"http://{addr}/", timeout=10)
+            assert r.status == 200, r.status
+            print("fetched", addr)
+            break
+        except OSError:
+            pass
+    time.sleep(0.5)
+else:
+    raise SystemExit(f"no answer through -p ({addr})")
+PY
+    wait $srv
+    rc=$?
+    expect_rc 0 "the guest server after one request"
+    ;;
 *)
     echo "unknown scenario $scenario" >&2
     exit 2

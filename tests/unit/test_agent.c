@@ -556,7 +556,7 @@ static void test_real_envd(void **state)
     assert_string_equal(h.envd_version, SBX_VERSION_STRING);
     assert_int_equal(h.features, AGENT_FEATURE_CLOCK | AGENT_FEATURE_HOSTNAME | AGENT_FEATURE_EXEC |
                                      AGENT_FEATURE_PTY | AGENT_FEATURE_FILES | AGENT_FEATURE_WATCH |
-                                     AGENT_FEATURE_METRICS);
+                                     AGENT_FEATURE_METRICS | AGENT_FEATURE_PORT_FORWARD);
     for (int i = 0; i < 100; i++)
         assert_int_equal(agent_ping(fd, &w, err, sizeof(err)), 0);
     assert_int_equal(agent_shutdown(fd, &w, err, sizeof(err)), 0);

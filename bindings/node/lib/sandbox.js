@@ -20,6 +20,36 @@ function metadataList(md) {
   });
 }
 
+function ruleList(v, what) {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) throw new InvalidArgumentError(`${what} must be an array of strings`);
+  return v.map(String);
+}
+
+function networkOptions(opts) {
+  const net = opts.network;
+  if (net === false) {
+    if (opts.hosts || opts.hostLoopback || opts.allowInternetAccess === false) {
+      throw new InvalidArgumentError('hosts, hostLoopback and allowInternetAccess need a network (network: false turns it off)');
+    }
+    return { network: false };
+  }
+  if (net !== undefined && net !== null && net !== true && typeof net !== 'object') {
+    throw new InvalidArgumentError('network must be an object {allowOut, denyOut} or false');
+  }
+  const rules = typeof net === 'object' && net !== null ? net : {};
+  const extra = Object.keys(rules).filter((k) => k !== 'allowOut' && k !== 'denyOut');
+  if (extra.length) throw new InvalidArgumentError(`network: unknown keys ${extra.join(', ')} (allowOut, denyOut)`);
+  return {
+    network: true,
+    allowInternetAccess: opts.allowInternetAccess !== false,
+    allowOut: ruleList(rules.allowOut, 'network.allowOut'),
+    denyOut: ruleList(rules.denyOut, 'network.denyOut'),
+    hosts: envList(opts.hosts, 'hosts'),
+    hostLoopback: !!opts.hostLoopback,
+  };
+}
+
 function metadataObject(list) {
   const o = {};
   for (const kv of list) {
@@ -61,7 +91,11 @@ class Sandbox {
    * opts: template ('base'), timeoutMs (lifetime, default 300000; 0 = no limit), envs
    * (environment of every command), metadata (string labels), cpuCount, memoryMB, user
    * (default user), bootTimeoutMs, and the C options kernel, imageDir, cmdlineExtra, disks,
-   * consoleFd.
+   * consoleFd. Networking (docs/networking.md): allowInternetAccess (default true), network
+   * ({allowOut, denyOut}: addresses, CIDRs, domains such as '*.example.com', each optionally
+   * with ':PORT'; an allow entry wins over a deny entry; or false: no network device), hosts
+   * ({name: ipv4} answered by the sandbox's DNS), hostLoopback (the gateway 10.0.2.2 reaches
+   * this machine's 127.0.0.1; default false).
    */
   static async create(template, opts) {
     if (typeof template === 'object' && template !== null) {
@@ -86,6 +120,7 @@ class Sandbox {
       cmdlineExtra: opts.cmdlineExtra,
       disks: opts.disks,
       consoleFd: opts.consoleFd,
+      ...networkOptions(opts),
     });
     return new Sandbox(box, opts);
   }
@@ -186,6 +221,43 @@ class Sandbox {
    * Resource use, as E2B's list of samples (here one, taken now): cpuUsedPct since the
    * previous call (or since boot), memory and disk in bytes, plus the raw counters.
    */
+  /**
+   * Replaces the egress policy of the running sandbox: {allowInternetAccess = true, allowOut,
+   * denyOut} as in create(). It applies to every packet from now on, open connections
+   * included; a bad entry throws InvalidArgumentError naming it and leaves the old policy.
+   */
+  async updateNetwork({ allowInternetAccess = true, allowOut, denyOut } = {}) {
+    native.networkUpdate(this._box, {
+      allowInternetAccess,
+      allowOut: ruleList(allowOut, 'allowOut'),
+      denyOut: ruleList(denyOut, 'denyOut'),
+    });
+  }
+
+  /**
+   * Where guest TCP `port` is reachable from this machine, "127.0.0.1:PORT" (E2B's getHost;
+   * synchronous). The port is exposed first if needed; services bound only to the guest's
+   * 127.0.0.1 are reachable too, with or without guest network.
+   */
+  getHost(port) {
+    return native.getHost(this._box, port);
+  }
+
+  /** Exposes guest `port` on hostAddr (default 127.0.0.1) and hostPort (0: any); returns the host port. */
+  expose(port, { hostPort = 0, hostAddr } = {}) {
+    return native.expose(this._box, port, hostPort, hostAddr);
+  }
+
+  /** Stops exposing guest `port`: its host listeners and connections are closed. */
+  unexpose(port) {
+    native.unexpose(this._box, port);
+  }
+
+  /** Frames and bytes through the sandbox's network, and how many the policy blocked. */
+  async networkStats() {
+    return native.networkStats(this._box);
+  }
+
   async getMetrics({ timeoutMs = 10_000 } = {}) {
     const m = await native.metrics(this._box, timeoutMs);
     const prev = this._lastCpu || { busy: 0, total: 0 };

@@ -980,7 +980,7 @@ typedef struct {
     job j;
     sbx_options o;
     char *kernel, *rootfs, *cmdline, *image_dir, *user;
-    char **envs, **metadata;
+    char **envs, **metadata, **allow_out, **deny_out, **hosts;
     sbx_disk *disks;
     unsigned ndisks;
     box *nb;
@@ -997,6 +997,9 @@ static void create_fin(job *jj)
     free(j->user);
     strv_free(j->envs);
     strv_free(j->metadata);
+    strv_free(j->allow_out);
+    strv_free(j->deny_out);
+    strv_free(j->hosts);
     for (unsigned i = 0; i < j->ndisks; i++) {
         free((char *)j->disks[i].path);
         free((char *)j->disks[i].serial);
@@ -1082,8 +1085,17 @@ static napi_value f_create(napi_env env, napi_callback_info info)
         arg_u32(env, prop(env, o, "memoryMib"), "memoryMB", 1, 0, &j->o.memory_mib) ||
         arg_u32(env, prop(env, o, "bootTimeoutMs"), "bootTimeoutMs", 1, 0, &j->o.boot_timeout_ms) ||
         arg_u32(env, prop(env, o, "consoleFd"), "consoleFd", 1, 0, &cfd) ||
-        arg_uint(env, prop(env, o, "lifetimeMs"), "timeoutMs", 1, 9007199254740991.0, 0, &life))
+        arg_uint(env, prop(env, o, "lifetimeMs"), "timeoutMs", 1, 9007199254740991.0, 0, &life) ||
+        arg_strv(env, prop(env, o, "allowOut"), "network.allowOut", &j->allow_out) ||
+        arg_strv(env, prop(env, o, "denyOut"), "network.denyOut", &j->deny_out) ||
+        arg_strv(env, prop(env, o, "hosts"), "hosts", &j->hosts))
         goto fail;
+    j->o.network = arg_bool(env, prop(env, o, "network"), 1) ? SBX_NET_NAT : SBX_NET_NONE;
+    j->o.net_policy.block_internet = !arg_bool(env, prop(env, o, "allowInternetAccess"), 1);
+    j->o.net_policy.allow_out = (const char *const *)j->allow_out;
+    j->o.net_policy.deny_out = (const char *const *)j->deny_out;
+    j->o.hosts = (const char *const *)j->hosts;
+    j->o.host_loopback = arg_bool(env, prop(env, o, "hostLoopback"), 0);
     disks = prop(env, o, "disks");
     if (!is_nullish(env, disks)) {
         bool is;
@@ -1335,6 +1347,130 @@ static napi_value f_metadata(napi_env env, napi_callback_info info)
     }
     box_leave(bx);
     return a;
+}
+
+/* networkUpdate(box, {allowInternetAccess, allowOut, denyOut}): never blocks on the guest. */
+static napi_value f_network_update(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    box *bx = get_box(env, argv[0]);
+    if (!bx)
+        return NULL;
+    char **allow = NULL, **deny = NULL;
+    if (arg_strv(env, prop(env, argv[1], "allowOut"), "allowOut", &allow) ||
+        arg_strv(env, prop(env, argv[1], "denyOut"), "denyOut", &deny)) {
+        strv_free(allow);
+        return NULL;
+    }
+    sbx_net_policy p = {!arg_bool(env, prop(env, argv[1], "allowInternetAccess"), 1),
+                        (const char *const *)allow, (const char *const *)deny};
+    int r = box_enter(bx);
+    if (r == 0) {
+        r = sbx_network_update(bx->sb, &p);
+        if (r < 0)
+            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
+        box_leave(bx);
+    } else {
+        throw_sbx(env, SBX_ESTATE, "the sandbox was killed");
+    }
+    strv_free(allow);
+    strv_free(deny);
+    return NULL;
+}
+
+/* expose(box, guestPort, hostPort, hostAddr) -> bound port; getHost(box, port) -> "H:P";
+   unexpose(box, port). None blocks on the guest. */
+static napi_value f_expose(napi_env env, napi_callback_info info)
+{
+    ARGS(4);
+    box *bx = get_box(env, argv[0]);
+    unsigned port, host_port;
+    char *addr = NULL;
+    if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port) ||
+        arg_u32(env, argv[2], "hostPort", 1, 0, &host_port) ||
+        arg_string(env, argv[3], "hostAddr", 1, &addr))
+        return NULL;
+    unsigned bound = 0;
+    int r = box_enter(bx) ? SBX_ESTATE : 0;
+    if (r == 0) {
+        if ((r = sbx_expose(bx->sb, port, addr, host_port, &bound)) < 0)
+            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
+        box_leave(bx);
+    } else {
+        throw_sbx(env, r, "the sandbox was killed");
+    }
+    free(addr);
+    napi_value v;
+    napi_create_uint32(env, bound, &v);
+    return r < 0 ? NULL : v;
+}
+
+static napi_value f_get_host(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    box *bx = get_box(env, argv[0]);
+    unsigned port;
+    if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port))
+        return NULL;
+    char buf[64];
+    int r = box_enter(bx) ? SBX_ESTATE : 0;
+    if (r == 0) {
+        if ((r = sbx_get_host(bx->sb, port, buf, sizeof(buf))) < 0)
+            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
+        box_leave(bx);
+    } else {
+        throw_sbx(env, r, "the sandbox was killed");
+    }
+    napi_value v;
+    napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &v);
+    return r < 0 ? NULL : v;
+}
+
+static napi_value f_unexpose(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    box *bx = get_box(env, argv[0]);
+    unsigned port;
+    if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port))
+        return NULL;
+    int r = box_enter(bx) ? SBX_ESTATE : 0;
+    if (r == 0) {
+        if ((r = sbx_unexpose(bx->sb, port)) < 0)
+            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
+        box_leave(bx);
+    } else {
+        throw_sbx(env, r, "the sandbox was killed");
+    }
+    return NULL;
+}
+
+static napi_value f_network_stats(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    box *bx = get_box(env, argv[0]);
+    if (!bx)
+        return NULL;
+    if (box_enter(bx)) {
+        throw_sbx(env, SBX_ESTATE, "the sandbox was killed");
+        return NULL;
+    }
+    sbx_net_stats st;
+    int r = sbx_network_stats(bx->sb, &st);
+    if (r < 0) {
+        throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
+        box_leave(bx);
+        return NULL;
+    }
+    box_leave(bx);
+    napi_value o;
+    napi_create_object(env, &o);
+    set_num(env, o, "txFrames", (double)st.tx_frames);
+    set_num(env, o, "txBytes", (double)st.tx_bytes);
+    set_num(env, o, "rxFrames", (double)st.rx_frames);
+    set_num(env, o, "rxBytes", (double)st.rx_bytes);
+    set_num(env, o, "blocked", (double)st.blocked);
+    set_num(env, o, "dropped", (double)st.dropped);
+    return o;
 }
 
 static napi_value f_console(napi_env env, napi_callback_info info)
@@ -3113,6 +3249,11 @@ NAPI_MODULE_INIT()
         FN("killed", f_killed),
         FN("info", f_info),
         FN("metadata", f_metadata),
+        FN("networkUpdate", f_network_update),
+        FN("networkStats", f_network_stats),
+        FN("expose", f_expose),
+        FN("getHost", f_get_host),
+        FN("unexpose", f_unexpose),
         FN("console", f_console),
         FN("ping", f_ping),
         FN("shutdown", f_shutdown),

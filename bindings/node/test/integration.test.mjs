@@ -442,3 +442,59 @@ test('clean_exit', async (t) => {
   // neither left a registered sandbox behind
   assert.deepEqual(await Sandbox.list({ query: { metadata: { tag } } }), []);
 });
+
+test('network', async (t) => {
+  // A server on this machine's loopback, reached through the gateway; the policy and its
+  // updates; DNS names; a sandbox without network. Traffic stays on this machine.
+  const net = await import('node:net');
+  const server = net.createServer((c) => c.end(`hello ${server.address().port}\n`));
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const port = server.address().port;
+  const sb = await boot(t, { hostLoopback: true, hosts: { 'svc.test': '10.0.2.2' } });
+  if (!sb) return;
+  const fetch = (host) =>
+    sb.commands.run(`timeout 20 bash -c 'exec 3<>/dev/tcp/${host}/${port} && cat <&3'`);
+  assert.equal((await fetch('10.0.2.2')).stdout, `hello ${port}\n`);
+  assert.equal((await fetch('svc.test')).stdout, `hello ${port}\n`);
+  await sb.updateNetwork({ allowInternetAccess: false });
+  await assert.rejects(fetch('10.0.2.2'), (err) => {
+    assert.ok(err instanceof CommandExitError);
+    assert.notEqual(err.exitCode, 124); // refused at once, not timed out
+    return true;
+  });
+  await sb.updateNetwork({ allowInternetAccess: false, allowOut: [`10.0.2.2:${port}`] });
+  assert.equal((await fetch('10.0.2.2')).stdout, `hello ${port}\n`);
+  await assert.rejects(sb.updateNetwork({ denyOut: ['10.0.0.0/40'] }), /10\.0\.0\.0\/40/);
+  const st = await sb.networkStats();
+  assert.ok(st.txFrames > 0 && st.rxFrames > 0 && st.blocked >= 1, JSON.stringify(st));
+  await sb.kill();
+
+  const off = await boot(t, { network: false });
+  assert.equal((await off.commands.run('ls /sys/class/net')).stdout, 'lo\n');
+  await assert.rejects(Sandbox.create({ network: false, hostLoopback: true }), /need a network/);
+});
+
+test('get_host', async (t) => {
+  // A server bound to the guest's 127.0.0.1, fetched from this machine (no guest network).
+  const sb = await boot(t, { network: false });
+  if (!sb) return;
+  await sb.files.write('/tmp/www/index.html', 'served from the guest\n');
+  await sb.commands.run('python3 -m http.server 8000 --bind 127.0.0.1 --directory /tmp/www', { background: true });
+  const addr = sb.getHost(8000);
+  assert.match(addr, /^127\.0\.0\.1:\d+$/);
+  assert.equal(sb.getHost(8000), addr);
+  let body;
+  await until(async () => {
+    try {
+      body = await (await fetch(`http://${addr}/index.html`)).text();
+      return true;
+    } catch {
+      return false;
+    }
+  }, 30000, 'the guest web server');
+  assert.equal(body, 'served from the guest\n');
+  sb.unexpose(8000);
+  await assert.rejects(fetch(`http://${addr}/index.html`));
+  assert.throws(() => sb.getHost(0), SandboxError);
+});

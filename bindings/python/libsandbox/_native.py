@@ -65,9 +65,12 @@ SBX_NO_TIMEOUT = 0xFFFFFFFF
 SBX_STDOUT = 1
 SBX_STDERR = 2
 
-SBX_OPTIONS_VERSION = 1
+SBX_OPTIONS_VERSION = 2
 SBX_EXEC_OPTIONS_VERSION = 1
 SBX_FILE_OPTIONS_VERSION = 1
+
+SBX_NET_NAT = 0
+SBX_NET_NONE = 1
 
 SBX_TYPE_FILE = 1
 SBX_TYPE_DIR = 2
@@ -93,6 +96,25 @@ class sbx_disk(Structure):
     ]
 
 
+class sbx_net_policy(Structure):
+    _fields_ = [
+        ("block_internet", c_int),
+        ("allow_out", POINTER(c_char_p)),
+        ("deny_out", POINTER(c_char_p)),
+    ]
+
+
+class sbx_net_stats(Structure):
+    _fields_ = [
+        ("tx_frames", c_uint64),
+        ("tx_bytes", c_uint64),
+        ("rx_frames", c_uint64),
+        ("rx_bytes", c_uint64),
+        ("blocked", c_uint64),
+        ("dropped", c_uint64),
+    ]
+
+
 class sbx_options(Structure):
     _fields_ = [
         ("version", c_uint),
@@ -110,6 +132,10 @@ class sbx_options(Structure):
         ("default_user", c_char_p),
         ("metadata", POINTER(c_char_p)),
         ("lifetime_ms", c_uint64),
+        ("network", c_int),
+        ("net_policy", sbx_net_policy),
+        ("hosts", POINTER(c_char_p)),
+        ("host_loopback", c_int),
     ]
 
 
@@ -252,6 +278,8 @@ STRUCTS = {
     "sbx_listing": sbx_listing,
     "sbx_metrics": sbx_metrics,
     "sbx_exec_options": sbx_exec_options,
+    "sbx_net_policy": sbx_net_policy,
+    "sbx_net_stats": sbx_net_stats,
     "sbx_exec_result": sbx_exec_result,
     "sbx_proc_info": sbx_proc_info,
     "sbx_file_options": sbx_file_options,
@@ -280,6 +308,11 @@ _PROTOTYPES = {
     "sbx_listing_free": (None, [POINTER(sbx_listing), c_size_t]),
     "sbx_set_timeout": (c_int, [_P, c_uint64]),
     "sbx_get_metrics": (c_int, [_P, POINTER(sbx_metrics), c_uint]),
+    "sbx_network_update": (c_int, [_P, POINTER(sbx_net_policy)]),
+    "sbx_network_stats": (c_int, [_P, POINTER(sbx_net_stats)]),
+    "sbx_expose": (c_int, [_P, c_uint, c_char_p, c_uint, POINTER(c_uint)]),
+    "sbx_get_host": (c_int, [_P, c_uint, c_char_p, c_size_t]),
+    "sbx_unexpose": (c_int, [_P, c_uint]),
     "sbx_exec_result_free": (None, [POINTER(sbx_exec_result)]),
     "sbx_exec": (c_int, [_P, POINTER(sbx_exec_options), POINTER(sbx_exec_result)]),
     "sbx_proc_start": (c_int, [_P, POINTER(sbx_exec_options), POINTER(_P)]),

@@ -23,7 +23,7 @@ from .commands import (
 from .exceptions import CommandExitException
 from .files import EntryInfo, FilesystemEvent, WatchHandle
 from .pty import PtySize, SizeLike, _size
-from .sandbox import Sandbox, SandboxInfo, SandboxMetrics
+from .sandbox import NetworkStats, Sandbox, SandboxInfo, SandboxMetrics
 
 
 async def _thread(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -307,6 +307,16 @@ class AsyncSandbox:
 
     async def get_metrics(self) -> SandboxMetrics:
         return await _thread(self._sb.get_metrics)
+
+    async def update_network(self, **kw: Any) -> None:
+        """See :meth:`Sandbox.update_network` (never blocks on the guest)."""
+        self._sb.update_network(**kw)
+
+    async def network_stats(self) -> NetworkStats:
+        return self._sb.network_stats()
+
+    async def get_host(self, port: int) -> str:
+        return self._sb.get_host(port)
 
     async def __aenter__(self) -> "AsyncSandbox":
         return self

@@ -107,6 +107,44 @@ class SandboxListing:
     memory_mb: int
 
 
+def _port(p: int, low: int = 1) -> int:
+    if not isinstance(p, int) or isinstance(p, bool) or not low <= p <= 65535:
+        raise InvalidArgumentException(f"port must be {low}..65535: {p!r}", N.SBX_EINVAL)
+    return p
+
+
+@dataclass
+class NetworkStats:
+    """Counters of the sandbox's network (:meth:`Sandbox.network_stats`)."""
+
+    tx_frames: int  #: frames the guest sent
+    tx_bytes: int
+    rx_frames: int  #: frames delivered to the guest
+    rx_bytes: int
+    blocked: int  #: guest packets refused by the egress policy
+    dropped: int  #: frames dropped (queues full, malformed, unsupported)
+
+
+def _net_policy(
+    allow_internet_access: bool,
+    allow_out: Optional[Sequence[str]],
+    deny_out: Optional[Sequence[str]],
+    keep: List[Any],
+) -> "N.sbx_net_policy":
+    p = N.sbx_net_policy()
+    p.block_internet = 0 if allow_internet_access else 1
+    for name in ("allow_out", "deny_out"):
+        items = allow_out if name == "allow_out" else deny_out
+        if items is None:
+            continue
+        if isinstance(items, str):
+            raise InvalidArgumentException(f"{name} must be a list of strings", N.SBX_EINVAL)
+        arr = N.strv(list(items))
+        keep.append(arr)
+        setattr(p, name, arr.ptr)
+    return p
+
+
 @dataclass
 class SandboxMetrics:
     """Guest resource use (:meth:`Sandbox.get_metrics`). Sizes in bytes."""
@@ -190,6 +228,10 @@ class Sandbox:
         disks: Sequence[Disk] = (),
         console: Union[None, int, IO[Any]] = None,
         kernel_cmdline: Optional[str] = None,
+        allow_internet_access: bool = True,
+        network: Union[None, bool, Dict[str, Any]] = None,
+        hosts: Optional[Dict[str, str]] = None,
+        host_loopback: bool = False,
     ) -> None:
         """Creates and boots a sandbox; see :meth:`create` for the arguments."""
         from .commands import Commands
@@ -230,6 +272,29 @@ class Sandbox:
             o.envs = env_arr.ptr
         if meta_arr:
             o.metadata = meta_arr.ptr
+        if network is False:
+            o.network = N.SBX_NET_NONE
+            if hosts or host_loopback or not allow_internet_access:
+                raise InvalidArgumentException(
+                    "hosts, host_loopback and allow_internet_access need a network "
+                    "(network=False turns it off)",
+                    N.SBX_EINVAL,
+                )
+        else:
+            rules = {} if network in (None, True) else dict(network)  # type: ignore[arg-type]
+            extra = set(rules) - {"allow_out", "deny_out"}
+            if extra:
+                raise InvalidArgumentException(
+                    f"network: unknown keys {sorted(extra)} (allow_out, deny_out)", N.SBX_EINVAL
+                )
+            o.net_policy = _net_policy(
+                allow_internet_access, rules.get("allow_out"), rules.get("deny_out"), keep
+            )
+            host_arr = N.strv(N.kv_list(hosts, "hosts"))
+            if host_arr:
+                keep.append(host_arr)
+                o.hosts = host_arr.ptr
+            o.host_loopback = int(bool(host_loopback))
         if disks:
             arr = (N.sbx_disk * len(disks))()
             for i, d in enumerate(disks):
@@ -312,6 +377,15 @@ class Sandbox:
             disks: (keyword) extra block devices (:class:`Disk`).
             console: (keyword) a file descriptor or file receiving the guest console.
             kernel_cmdline: (keyword) appended to the guest kernel command line.
+            allow_internet_access: (keyword) False blocks every destination not in
+                ``network["allow_out"]`` (E2B's semantics). Default True.
+            network: (keyword) ``{"allow_out": [...], "deny_out": [...]}``: addresses,
+                CIDRs (``"0.0.0.0/0"``), domains (``"*.example.com"``), each optionally with
+                ``":PORT"`` or ``":LOW-HIGH"``; an allow entry wins over a deny entry. False:
+                no network device at all (only loopback). See docs/networking.md.
+            hosts: (keyword) names the sandbox's DNS answers itself, ``{"name": "ipv4"}``.
+            host_loopback: (keyword) True: the gateway 10.0.2.2 reaches this machine's own
+                127.0.0.1 (default: unreachable).
 
         Raises:
             TemplateException: kernel or root filesystem missing or malformed.
@@ -480,6 +554,53 @@ class Sandbox:
         if timeout and ms == 0:
             ms = 1
         self._call(lambda: N.lib().sbx_set_timeout(self._ptr, ms), blocking=False)
+
+    def update_network(
+        self,
+        allow_internet_access: bool = True,
+        allow_out: Optional[Sequence[str]] = None,
+        deny_out: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Replaces the egress policy of the running sandbox (arguments as in :meth:`create`).
+
+        It applies to every packet from now on, connections already open included. A bad
+        entry raises :class:`InvalidArgumentException` naming it and leaves the old policy.
+        """
+        keep: List[Any] = []
+        p = _net_policy(allow_internet_access, allow_out, deny_out, keep)
+        self._call(lambda: N.lib().sbx_network_update(self._ptr, ctypes.byref(p)))
+
+    def get_host(self, port: int) -> str:
+        """Where guest TCP ``port`` is reachable from this machine: ``"127.0.0.1:PORT"``
+        (E2B's ``get_host``). The port is exposed first if needed; it also reaches services
+        bound only to the guest's 127.0.0.1, and works without guest network."""
+        buf = ctypes.create_string_buffer(64)
+        self._call(lambda: N.lib().sbx_get_host(self._ptr, _port(port), buf, len(buf)))
+        return N.dec(buf.value)
+
+    def expose(self, port: int, host_port: int = 0, host_addr: Optional[str] = None) -> int:
+        """Exposes guest TCP ``port`` on ``host_addr`` (default 127.0.0.1) and ``host_port``
+        (0: a free one); returns the host port. Raises :class:`SandboxException` subclasses
+        when the host port is taken (EBUSY) or privileged."""
+        bound = ctypes.c_uint()
+        self._call(
+            lambda: N.lib().sbx_expose(
+                self._ptr, _port(port), N.enc(host_addr), _port(host_port, 0), ctypes.byref(bound)
+            )
+        )
+        return bound.value
+
+    def unexpose(self, port: int) -> None:
+        """Stops exposing guest ``port`` (its host listeners and connections are closed)."""
+        self._call(lambda: N.lib().sbx_unexpose(self._ptr, _port(port)))
+
+    def network_stats(self) -> NetworkStats:
+        """Frames and bytes through the sandbox's network, and how many were blocked."""
+        st = N.sbx_net_stats()
+        self._call(lambda: N.lib().sbx_network_stats(self._ptr, ctypes.byref(st)))
+        return NetworkStats(
+            st.tx_frames, st.tx_bytes, st.rx_frames, st.rx_bytes, st.blocked, st.dropped
+        )
 
     def get_metrics(self, request_timeout: Optional[float] = 10) -> SandboxMetrics:
         """Asks the guest for its resource use (CPU, memory, disk, processes)."""
