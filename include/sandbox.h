@@ -91,6 +91,9 @@ enum sbx_network_mode {
     SBX_NET_NAT = 0,  /* default: eth0 behind a user-mode NAT in the library (libslirp): no root,
                          no host configuration; the egress policy applies */
     SBX_NET_NONE = 1, /* no network device: only loopback */
+    SBX_NET_TAP = 2,  /* eth0 on an existing TAP device (tap_name), for deployments that bridge
+                         or route sandboxes onto a real network; addresses from tap_address,
+                         tap_gateway, tap_dns; the egress policy applies */
 };
 
 /*
@@ -158,12 +161,20 @@ typedef struct sbx_options {
        so the guest can use services of the host machine that listen only there. Default 0:
        the host's loopback is unreachable from the guest. */
     int host_loopback;
+    /* SBX_NET_TAP: the TAP device's name (created beforehand, e.g. `ip tuntap add NAME mode
+       tap user USER`, and bridged or routed by the host), the guest's "IPV4/PREFIX" on that
+       network, its gateway, and its DNS server (NULL: the gateway). The guest's MTU is the
+       device's. */
+    const char *tap_name;
+    const char *tap_address;
+    const char *tap_gateway;
+    const char *tap_dns;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
         SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,     \
-            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0                                                  \
+            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL                          \
     }
 
 /*

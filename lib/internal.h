@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "sandbox.h"
+#include "net/net.h"
 #include "virtio/virtio.h"
 #include "vmm/bus.h"
 #include "vmm/guestmem.h"
@@ -91,8 +92,9 @@ struct sbx {
 
     /* Network (lib/ops/network.c): the mode, the filter made from the options (handed to the
        device when it is created), and the device's NAT. */
-    int network; /* enum sbx_network_mode */
-    int host_loopback;
+    int network;          /* enum sbx_network_mode */
+    struct net_link link; /* addresses and backend (tap_name points to tap_name below) */
+    char *tap_name;
     struct netfilter *nf;
     struct net *net;
 

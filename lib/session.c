@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Sandbox-wide settings: environment, default user, metadata, lifetime, metrics. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,12 +118,16 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
     cfg.envs = sb->envs;
     cfg.default_user = sb->default_user ? sb->default_user : "";
     Sbx__Agent__NetConfig net = SBX__AGENT__NET_CONFIG__INIT;
+    char addr[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN], dns[INET_ADDRSTRLEN];
     if (sb->net) {
-        net.address = NET_GUEST_ADDR;
-        net.prefix = NET_PREFIX;
-        net.gateway = NET_GATEWAY_ADDR;
-        net.dns = NET_DNS_ADDR;
-        net.mac.data = (uint8_t *)net_guest_mac;
+        const struct net_link *l = net_get_link(sb->net);
+        struct in_addr a = {htonl(l->addrs.guest)}, g = {htonl(l->addrs.gateway)},
+                       d = {htonl(l->addrs.dns)};
+        net.address = (char *)inet_ntop(AF_INET, &a, addr, sizeof(addr));
+        net.gateway = (char *)inet_ntop(AF_INET, &g, gw, sizeof(gw));
+        net.dns = (char *)inet_ntop(AF_INET, &d, dns, sizeof(dns));
+        net.prefix = l->prefix;
+        net.mac.data = (uint8_t *)l->addrs.guest_mac;
         net.mac.len = 6;
         cfg.net = &net;
     }

@@ -112,6 +112,8 @@ export interface SandboxOpts {
   hosts?: Record<string, string>;
   /** The gateway 10.0.2.2 reaches this machine's 127.0.0.1 (default false). */
   hostLoopback?: boolean;
+  /** An existing TAP device instead of the NAT; address is "IPV4/PREFIX", dns defaults to the gateway. */
+  tap?: { name: string; address: string; gateway: string; dns?: string };
 }
 
 /**

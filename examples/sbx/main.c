@@ -58,6 +58,8 @@ static const char help_main[] =
     "  --deny-out RULE       block RULE unless allowed (repeatable)\n"
     "  --add-host NAME=IP    answer NAME with IP in the sandbox's DNS (repeatable)\n"
     "  --host-loopback       let the gateway 10.0.2.2 reach this machine's 127.0.0.1\n"
+    "  --tap NAME --tap-address IP/PREFIX --tap-gateway IP [--tap-dns IP]\n"
+    "                        use the existing TAP device NAME instead of the NAT\n"
     "\n"
     "  -h, --help            this help; `sbx COMMAND --help` for a command's\n"
     "  --version             the version of sbx (that of libsandbox)\n"
@@ -391,7 +393,11 @@ int sandbox_open(const struct cli *a, sbx **out)
     o.memory_mib = a->memory_mib;
     o.boot_timeout_ms = a->boot_timeout_ms;
     o.metadata = a->nmetadata ? a->metadata : NULL;
-    o.network = a->no_network ? SBX_NET_NONE : SBX_NET_NAT;
+    o.network = a->no_network ? SBX_NET_NONE : a->tap[0] ? SBX_NET_TAP : SBX_NET_NAT;
+    o.tap_name = a->tap[0];
+    o.tap_address = a->tap[1];
+    o.tap_gateway = a->tap[2];
+    o.tap_dns = a->tap[3];
     o.net_policy.block_internet = a->block_internet;
     o.net_policy.allow_out = a->allow_out;
     o.net_policy.deny_out = a->deny_out;
@@ -452,6 +458,10 @@ enum optid {
     O_DENY_OUT,
     O_ADD_HOST,
     O_HOST_LOOPBACK,
+    O_TAP,
+    O_TAP_ADDRESS,
+    O_TAP_GATEWAY,
+    O_TAP_DNS,
     O_BOOT_TIMEOUT,
     O_VERBOSE,
     O_ENV,
@@ -493,6 +503,10 @@ static const struct opt options[] = {
     {"deny-out", 0, "RULE", O_DENY_OUT, BOOTS},
     {"add-host", 0, "NAME=IP", O_ADD_HOST, BOOTS},
     {"host-loopback", 0, NULL, O_HOST_LOOPBACK, BOOTS},
+    {"tap", 0, "NAME", O_TAP, BOOTS},
+    {"tap-address", 0, "IP/PREFIX", O_TAP_ADDRESS, BOOTS},
+    {"tap-gateway", 0, "IP", O_TAP_GATEWAY, BOOTS},
+    {"tap-dns", 0, "IP", O_TAP_DNS, BOOTS},
     {"boot-timeout", 0, "SECONDS", O_BOOT_TIMEOUT, BOOTS},
     {"verbose", 'v', NULL, O_VERBOSE, BOOTS},
     {"env", 'e', "KEY=VALUE", O_ENV, CMD_RUN | CMD_SHELL},
@@ -685,6 +699,18 @@ static int apply(struct cli *a, const struct opt *o, const char *v)
         return 0;
     case O_HOST_LOOPBACK:
         a->host_loopback = 1;
+        return 0;
+    case O_TAP:
+        a->tap[0] = v;
+        return 0;
+    case O_TAP_ADDRESS:
+        a->tap[1] = v;
+        return 0;
+    case O_TAP_GATEWAY:
+        a->tap[2] = v;
+        return 0;
+    case O_TAP_DNS:
+        a->tap[3] = v;
         return 0;
     case O_ALLOW_OUT:
         push(&a->allow_out, &a->nallow_out, v);

@@ -33,6 +33,7 @@ struct cli {
     const char **metadata;
     size_t nmetadata;
     int no_network, block_internet, host_loopback;
+    const char *tap[4]; /* --tap, --tap-address, --tap-gateway, --tap-dns */
     const char **allow_out, **deny_out, **hosts; /* NULL-terminated */
     size_t nallow_out, ndeny_out, nhosts;
     /* Command options (run, shell). */

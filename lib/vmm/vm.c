@@ -327,8 +327,8 @@ static int create_devices(struct sbx *sb)
         return r;
     struct virtio_dev *d;
     base = virtio_base(sb->nvdev);
-    r = net_create(&sb->net, &d, &sb->devhost, sb->nf, sb->host_loopback, base,
-                   virtio_irq(sb->nvdev), err, sizeof(err));
+    r = net_create(&sb->net, &d, &sb->devhost, sb->nf, &sb->link, base, virtio_irq(sb->nvdev), err,
+                   sizeof(err));
     sb->nf = NULL; /* the network took it */
     if (r < 0)
         return sbx_seterr(sb, r, "network device: %s", err);

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,15 +35,21 @@ static void *serve(void *arg)
     }
 }
 
-static void server_start(struct server *s)
+static void server_start_on(struct server *s, const char *addr)
 {
     s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    CHECK(inet_pton(AF_INET, addr, &a.sin_addr) == 1);
     socklen_t len = sizeof(a);
     CHECK(s->fd >= 0 && bind(s->fd, (struct sockaddr *)&a, sizeof(a)) == 0);
     CHECK(listen(s->fd, 16) == 0 && getsockname(s->fd, (struct sockaddr *)&a, &len) == 0);
     s->port = ntohs(a.sin_port);
     CHECK(pthread_create(&s->thread, NULL, serve, s) == 0);
+}
+
+static void server_start(struct server *s)
+{
+    server_start_on(s, "127.0.0.1");
 }
 
 static void server_stop(struct server *s)
@@ -268,6 +275,55 @@ SBX_TEST(network_off_leaves_loopback)
     sbx_destroy(sb);
 }
 
+SBX_TEST(tap_backend)
+{
+    /* A TAP device made here plays the deployment's bridge: the host's end has 10.99.0.1, the
+       guest 10.99.0.2; traffic goes through the host's own network stack. */
+    if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0 ||
+        system("ip -V >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "skip: making a TAP device needs root, /dev/net/tun and ip(8)\n");
+        exit(ITEST_SKIP);
+    }
+    if (system("ip link del sbxtest0 2>/dev/null; ip tuntap add dev sbxtest0 mode tap && "
+               "ip addr add 10.99.0.1/24 dev sbxtest0 && ip link set sbxtest0 up") != 0) {
+        fprintf(stderr, "skip: cannot make the TAP device sbxtest0 here\n");
+        exit(ITEST_SKIP);
+    }
+    struct server s;
+    server_start_on(&s, "10.99.0.1");
+    const char *hosts[] = {"tapsvc.test=10.99.0.1", NULL};
+    sbx_options o = itest_options("base");
+    o.network = SBX_NET_TAP;
+    o.tap_name = "sbxtest0";
+    o.tap_address = "10.99.0.2/24";
+    o.tap_gateway = "10.99.0.1";
+    o.hosts = hosts;
+    sbx *sb = boot(&o);
+    char out[256];
+    CHECK(sh(sb, "cat /sys/class/net/eth0/mtu /etc/resolv.conf", out, sizeof(out)) == 0);
+    CHECK(strcmp(out, "1500\nnameserver 10.99.0.1\n") == 0);
+    expect_hello(sb, "10.99.0.1", s.port);
+    expect_hello(sb, "tapsvc.test", s.port); /* the sandbox's DNS answers `hosts` on TAP too */
+    sbx_net_policy none = {1, NULL, NULL};
+    CHECK_OK(sb, sbx_network_update(sb, &none));
+    expect_refused(sb, "10.99.0.1", s.port);
+    sbx_destroy(sb);
+    server_stop(&s);
+
+    /* Bad TAP options are refused before anything boots. */
+    o.tap_address = "10.99.0.2";
+    sb = NULL;
+    CHECK_RC(sb, sbx_create(&sb, &o), SBX_EINVAL);
+    CHECK(strstr(sbx_errmsg(sb), "tap_address") != NULL);
+    sbx_destroy(sb);
+    o.tap_address = "10.99.0.2/24";
+    o.tap_gateway = "10.98.0.1";
+    sb = NULL;
+    CHECK_RC(sb, sbx_create(&sb, &o), SBX_EINVAL);
+    sbx_destroy(sb);
+    CHECK(system("ip link del sbxtest0") == 0);
+}
+
 ITEST_MAIN(ITEST(nat_reaches_host), ITEST(host_loopback_is_closed_by_default),
            ITEST(dns_names_and_domain_rules), ITEST(policy_allow_wins_and_updates),
-           ITEST(network_off_leaves_loopback))
+           ITEST(network_off_leaves_loopback), ITEST(tap_backend))

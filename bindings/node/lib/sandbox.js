@@ -47,7 +47,17 @@ function networkOptions(opts) {
     denyOut: ruleList(rules.denyOut, 'network.denyOut'),
     hosts: envList(opts.hosts, 'hosts'),
     hostLoopback: !!opts.hostLoopback,
+    ...tapOptions(opts.tap),
   };
+}
+
+function tapOptions(tap) {
+  if (tap === undefined || tap === null) return {};
+  if (typeof tap !== 'object') throw new InvalidArgumentError('tap must be an object {name, address, gateway, dns}');
+  const extra = Object.keys(tap).filter((k) => !['name', 'address', 'gateway', 'dns'].includes(k));
+  if (extra.length) throw new InvalidArgumentError(`tap: unknown keys ${extra.join(', ')} (name, address, gateway, dns)`);
+  if (!tap.name) throw new InvalidArgumentError('tap.name is required');
+  return { tapName: tap.name, tapAddress: tap.address, tapGateway: tap.gateway, tapDns: tap.dns };
 }
 
 function metadataObject(list) {
@@ -95,7 +105,8 @@ class Sandbox {
    * ({allowOut, denyOut}: addresses, CIDRs, domains such as '*.example.com', each optionally
    * with ':PORT'; an allow entry wins over a deny entry; or false: no network device), hosts
    * ({name: ipv4} answered by the sandbox's DNS), hostLoopback (the gateway 10.0.2.2 reaches
-   * this machine's 127.0.0.1; default false).
+   * this machine's 127.0.0.1; default false), tap ({name, address: 'IP/PREFIX', gateway,
+   * dns}: an existing TAP device instead of the NAT).
    */
   static async create(template, opts) {
     if (typeof template === 'object' && template !== null) {

@@ -980,6 +980,7 @@ typedef struct {
     job j;
     sbx_options o;
     char *kernel, *rootfs, *cmdline, *image_dir, *user;
+    char *tap_name, *tap_address, *tap_gateway, *tap_dns;
     char **envs, **metadata, **allow_out, **deny_out, **hosts;
     sbx_disk *disks;
     unsigned ndisks;
@@ -995,6 +996,10 @@ static void create_fin(job *jj)
     free(j->cmdline);
     free(j->image_dir);
     free(j->user);
+    free(j->tap_name);
+    free(j->tap_address);
+    free(j->tap_gateway);
+    free(j->tap_dns);
     strv_free(j->envs);
     strv_free(j->metadata);
     strv_free(j->allow_out);
@@ -1088,9 +1093,19 @@ static napi_value f_create(napi_env env, napi_callback_info info)
         arg_uint(env, prop(env, o, "lifetimeMs"), "timeoutMs", 1, 9007199254740991.0, 0, &life) ||
         arg_strv(env, prop(env, o, "allowOut"), "network.allowOut", &j->allow_out) ||
         arg_strv(env, prop(env, o, "denyOut"), "network.denyOut", &j->deny_out) ||
-        arg_strv(env, prop(env, o, "hosts"), "hosts", &j->hosts))
+        arg_strv(env, prop(env, o, "hosts"), "hosts", &j->hosts) ||
+        arg_string(env, prop(env, o, "tapName"), "tap.name", 1, &j->tap_name) ||
+        arg_string(env, prop(env, o, "tapAddress"), "tap.address", 1, &j->tap_address) ||
+        arg_string(env, prop(env, o, "tapGateway"), "tap.gateway", 1, &j->tap_gateway) ||
+        arg_string(env, prop(env, o, "tapDns"), "tap.dns", 1, &j->tap_dns))
         goto fail;
-    j->o.network = arg_bool(env, prop(env, o, "network"), 1) ? SBX_NET_NAT : SBX_NET_NONE;
+    j->o.network = !arg_bool(env, prop(env, o, "network"), 1) ? SBX_NET_NONE
+                   : j->tap_name                              ? SBX_NET_TAP
+                                                              : SBX_NET_NAT;
+    j->o.tap_name = j->tap_name;
+    j->o.tap_address = j->tap_address;
+    j->o.tap_gateway = j->tap_gateway;
+    j->o.tap_dns = j->tap_dns;
     j->o.net_policy.block_internet = !arg_bool(env, prop(env, o, "allowInternetAccess"), 1);
     j->o.net_policy.allow_out = (const char *const *)j->allow_out;
     j->o.net_policy.deny_out = (const char *const *)j->deny_out;

@@ -122,3 +122,16 @@ test('create_without_kvm_fails_cleanly', async (t) => {
   assert.ok(Date.now() - t0 < 10000);
   assert.deepEqual(await Sandbox.list({ query: { metadata: { never: 'created' } } }), []);
 });
+
+test('every_public_function_is_bound', async () => {
+  // Every SBX_API function of sandbox.h is called by the addon, so every C capability is
+  // reachable from JavaScript. sbx_metadata (one key) is covered by sbx_metadata_at (all).
+  const { readFileSync } = await import('node:fs');
+  const header = readFileSync(path.join(here, '..', '..', '..', 'include', 'sandbox.h'), 'utf8');
+  const addon = readFileSync(path.join(here, '..', 'src', 'addon.c'), 'utf8');
+  const names = [...header.matchAll(/^SBX_API\s+[^(]*?\b(sbx_[a-z_]+)\s*\(/gm)].map((m) => m[1]);
+  assert.ok(names.length > 50, `only ${names.length} functions found in sandbox.h`);
+  const covered = new Set(['sbx_metadata']);
+  const missing = names.filter((n) => !covered.has(n) && !new RegExp(`\\b${n}\\b`).test(addon));
+  assert.deepEqual(missing, []);
+});

@@ -71,6 +71,7 @@ SBX_FILE_OPTIONS_VERSION = 1
 
 SBX_NET_NAT = 0
 SBX_NET_NONE = 1
+SBX_NET_TAP = 2
 
 SBX_TYPE_FILE = 1
 SBX_TYPE_DIR = 2
@@ -136,6 +137,10 @@ class sbx_options(Structure):
         ("net_policy", sbx_net_policy),
         ("hosts", POINTER(c_char_p)),
         ("host_loopback", c_int),
+        ("tap_name", c_char_p),
+        ("tap_address", c_char_p),
+        ("tap_gateway", c_char_p),
+        ("tap_dns", c_char_p),
     ]
 
 

@@ -232,6 +232,7 @@ class Sandbox:
         network: Union[None, bool, Dict[str, Any]] = None,
         hosts: Optional[Dict[str, str]] = None,
         host_loopback: bool = False,
+        tap: Optional[Dict[str, str]] = None,
     ) -> None:
         """Creates and boots a sandbox; see :meth:`create` for the arguments."""
         from .commands import Commands
@@ -295,6 +296,18 @@ class Sandbox:
                 keep.append(host_arr)
                 o.hosts = host_arr.ptr
             o.host_loopback = int(bool(host_loopback))
+            if tap is not None:
+                extra = set(tap) - {"name", "address", "gateway", "dns"}
+                if extra:
+                    raise InvalidArgumentException(
+                        f"tap: unknown keys {sorted(extra)} (name, address, gateway, dns)",
+                        N.SBX_EINVAL,
+                    )
+                o.network = N.SBX_NET_TAP
+                o.tap_name = N.enc(tap.get("name"))
+                o.tap_address = N.enc(tap.get("address"))
+                o.tap_gateway = N.enc(tap.get("gateway"))
+                o.tap_dns = N.enc(tap.get("dns"))
         if disks:
             arr = (N.sbx_disk * len(disks))()
             for i, d in enumerate(disks):
@@ -386,6 +399,9 @@ class Sandbox:
             hosts: (keyword) names the sandbox's DNS answers itself, ``{"name": "ipv4"}``.
             host_loopback: (keyword) True: the gateway 10.0.2.2 reaches this machine's own
                 127.0.0.1 (default: unreachable).
+            tap: (keyword) instead of the NAT, an existing TAP device:
+                ``{"name": "tap0", "address": "10.1.0.2/24", "gateway": "10.1.0.1",
+                "dns": "10.1.0.1"}`` (dns optional: the gateway).
 
         Raises:
             TemplateException: kernel or root filesystem missing or malformed.
