@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "bench.h"
 #include "harness.h"
 #include "sandbox.h"
 #include "util/initramfs.h"
@@ -26,23 +27,10 @@ static double ms_since(uint64_t t0)
     return (double)(now_ns() - t0) / 1e6;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Sorts v and returns its median. */
-static double median_of(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void report(const char *what, double *v, int n, const char *unit)
 {
-    double median = median_of(v, n);
-    printf("%-28s median %8.1f %s   min %8.1f   max %8.1f   (n=%d)\n", what, median, unit, v[0],
+    double med = median(v, n);
+    printf("%-28s median %8.1f %s   min %8.1f   max %8.1f   (n=%d)\n", what, med, unit, v[0],
            v[n - 1], n);
 }
 
@@ -217,10 +205,9 @@ int main(int argc, char **argv)
     }
     report("qemu -M microvm ->Hello", b, runs, "ms");
     report("qemu private memory", bm, runs, "MiB");
-    double ma = median_of(a, runs), mb = median_of(b, runs);
+    double ma = median(a, runs), mb = median(b, runs);
     printf("ratio libsandbox/qemu: %.2f (goal <= 0.50)\n", ma / mb);
-    printf("private memory ratio libsandbox/qemu: %.2f\n",
-           median_of(am, runs) / median_of(bm, runs));
+    printf("private memory ratio libsandbox/qemu: %.2f\n", median(am, runs) / median(bm, runs));
     free(a);
     free(am);
     free(bm);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "harness.h"
 #include "internal.h"
 #include "sandbox.h"
@@ -19,20 +20,7 @@
 
 static void die(sbx *sb, const char *what, int r)
 {
-    fprintf(stderr, "bench_net: %s: %s: %s\n", what, sbx_strerror(r), sb ? sbx_errmsg(sb) : "");
-    exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return v[n / 2];
+    bench_die("bench_net", sb, what, r);
 }
 
 /* --- host servers on 127.0.0.1: an echo server and a sink that answers with a byte count -- */
@@ -149,23 +137,6 @@ static double field_median(const char *out, const char *key, int *count)
     return n ? median(v, n) : -1;
 }
 
-static double vsock_read_rate(sbx *sb, const char *path, size_t bytes)
-{
-    static char chunk[1 << 20];
-    sbx_file *f;
-    uint64_t size, t0 = now_ns();
-    int r = sbx_file_open(sb, path, 0, 0, &f, &size);
-    if (r)
-        die(sb, "sbx_file_open", r);
-    size_t got = 0;
-    while ((r = sbx_file_read(f, chunk, sizeof(chunk))) > 0)
-        got += (size_t)r;
-    sbx_file_close(f);
-    if (r < 0 || got != bytes)
-        die(sb, "sbx_file_read", r);
-    return (double)bytes / (1 << 20) / ((double)(now_ns() - t0) / 1e9);
-}
-
 static double loopback_rate(unsigned port, size_t mib)
 {
     static char buf[1 << 20];
@@ -262,7 +233,7 @@ int main(int argc, char **argv)
             lat[i] = (double)(now_ns() - t0) / 1e6;
         }
         vs_rtt[k] = median(lat, iters);
-        vs_rate[k] = vsock_read_rate(sb, "/tmp/blob", (size_t)mib << 20);
+        vs_rate[k] = bench_read_rate("bench_net", sb, "/tmp/blob", (size_t)mib << 20);
         lo_rate[k] = loopback_rate(sink.port, (size_t)mib);
     }
     printf("%-44s median %9.3f ms\n", "NAT: connect + 1-byte echo (guest-measured)",

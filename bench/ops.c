@@ -10,16 +10,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "harness.h"
 #include "internal.h"
 #include "sandbox.h"
 #include "util/wait.h"
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Sorts v; prints p50 and p99. */
 static void report_latency(const char *what, double *v, int n)
@@ -29,12 +24,6 @@ static void report_latency(const char *what, double *v, int n)
     printf("%-34s p50 %9.3f ms   p99 %9.3f ms   min %9.3f   (n=%d)\n", what, p50, p99, v[0], n);
 }
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return v[n / 2];
-}
-
 static void report_rate(const char *what, double *mibs, int n)
 {
     printf("%-34s median %9.1f MiB/s   (n=%d)\n", what, median(mibs, n), n);
@@ -42,8 +31,7 @@ static void report_rate(const char *what, double *mibs, int n)
 
 static void die(sbx *sb, const char *what, int r)
 {
-    fprintf(stderr, "bench_ops: %s: %s: %s\n", what, sbx_strerror(r), sbx_errmsg(sb));
-    exit(1);
+    bench_die("bench_ops", sb, what, r);
 }
 
 /* --- host reference: the same bytes through a pipe and through loopback TCP ------------- */
@@ -131,23 +119,7 @@ static double write_rate(sbx *sb, const char *path, size_t bytes)
 
 static double read_rate(sbx *sb, const char *path, size_t bytes)
 {
-    static char chunk[1 << 20];
-    sbx_file *f;
-    uint64_t t0 = now_ns(), size;
-    int r = sbx_file_open(sb, path, 0, 0, &f, &size);
-    if (r)
-        die(sb, "sbx_file_open", r);
-    size_t got = 0;
-    while ((r = sbx_file_read(f, chunk, sizeof(chunk))) > 0)
-        got += (size_t)r;
-    if (r < 0)
-        die(sb, "sbx_file_read", r);
-    sbx_file_close(f);
-    if (got != bytes) {
-        fprintf(stderr, "bench_ops: read %zu bytes of %zu\n", got, bytes);
-        exit(1);
-    }
-    return (double)bytes / (1 << 20) / ((double)(now_ns() - t0) / 1e9);
+    return bench_read_rate("bench_ops", sb, path, bytes);
 }
 
 int main(int argc, char **argv)

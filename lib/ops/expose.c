@@ -665,7 +665,7 @@ int sbx_expose(sbx *sb, unsigned guest_port, const char *host_addr, unsigned hos
                           "sbx_expose: host port %u is not a TCP port (0 for any, or 1..65535)",
                           host_port);
     struct sockaddr_storage ss;
-    socklen_t sslen;
+    socklen_t sslen = 0;
     char canon[INET6_ADDRSTRLEN];
     if ((r = parse_host_addr(sb, host_addr, host_port, &ss, &sslen, canon)))
         return r;
@@ -677,7 +677,7 @@ int sbx_expose(sbx *sb, unsigned guest_port, const char *host_addr, unsigned hos
     call_end(&c);
     if (r)
         return r;
-    struct expose_state *st;
+    struct expose_state *st = NULL;
     if ((r = get_state(sb, &st)))
         return r;
 
