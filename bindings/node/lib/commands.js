@@ -327,25 +327,29 @@ class Commands {
     return h;
   }
 
-  async _withHandle(pid, fn) {
-    const live = this._sandbox._handles.get(pid);
-    if (live) return fn(live);
-    const h = await this.connect(pid);
-    try {
-      return await fn(h);
-    } finally {
-      await h.disconnect().catch(() => {});
-    }
-  }
-
   /** Writes to the stdin of a process by pid. */
   async sendStdin(pid, data) {
-    return this._withHandle(pid, (h) => h.sendStdin(data));
+    return withHandle(this, pid, (h) => h.sendStdin(data));
   }
 
   /** Closes the stdin of a process by pid. */
   async closeStdin(pid) {
-    return this._withHandle(pid, (h) => h.closeStdin());
+    return withHandle(this, pid, (h) => h.closeStdin());
+  }
+}
+
+/**
+ * Runs fn with the live handle of process pid in this process, or with a handle attached
+ * (owner.connect) for the call and detached afterwards.
+ */
+async function withHandle(owner, pid, fn) {
+  const live = owner._sandbox._handles.get(pid);
+  if (live) return fn(live);
+  const h = await owner.connect(pid);
+  try {
+    return await fn(h);
+  } finally {
+    await h.disconnect().catch(() => {});
   }
 }
 
@@ -379,25 +383,14 @@ class Pty {
     return h;
   }
 
-  async _withHandle(pid, fn) {
-    const live = this._sandbox._handles.get(pid);
-    if (live) return fn(live);
-    const h = await this.connect(pid);
-    try {
-      return await fn(h);
-    } finally {
-      await h.disconnect().catch(() => {});
-    }
-  }
-
   /** Types into the terminal of process pid. */
   async sendInput(pid, data) {
-    return this._withHandle(pid, (h) => native.pumpWrite(h._handle, data));
+    return withHandle(this, pid, (h) => native.pumpWrite(h._handle, data));
   }
 
   /** Resizes the terminal of process pid. */
   async resize(pid, { rows, cols }) {
-    return this._withHandle(pid, (h) => native.pumpResize(h._handle, rows, cols));
+    return withHandle(this, pid, (h) => native.pumpResize(h._handle, rows, cols));
   }
 
   /** Kills the terminal's process (SIGKILL to its group). False if it has exited. */
