@@ -30,20 +30,12 @@
 #include <unistd.h>
 
 #include "envd.h"
+#include "util/relaybuf.h"
 
-#define MAX_FORWARDS       256         /* live forwards (connecting or relaying); beyond: BUSY */
-#define BUF_SIZE           (64u << 10) /* per direction */
+#define MAX_FORWARDS       256 /* live forwards (connecting or relaying); beyond: BUSY */
 #define CONNECT_DEFAULT_MS 5000
 #define CONNECT_MAX_MS     60000
 #define SEND_RETRY_MS      10 /* after the guest kernel refused a vsock send for lack of memory */
-
-/* Bytes on their way from a source fd to a sink fd. */
-struct relay_buf {
-    uint8_t *data; /* BUF_SIZE bytes; pending are data[off..len) */
-    size_t off, len;
-    bool eof;  /* the source ended (read returned 0) */
-    bool shut; /* ... and that was passed on: shutdown(sink, SHUT_WR) */
-};
 
 struct fwd {
     struct server *s;
@@ -59,9 +51,9 @@ struct fwd {
     int naddr, cur;
     int first_err; /* errno of the first attempt that failed */
     uint16_t port;
-    struct relay_buf up;   /* host -> service */
-    struct relay_buf down; /* service -> host */
-    uint64_t retry_at_ms;  /* the host stream's POLLOUT waits until then (0: no wait) */
+    struct relaybuf up;   /* host -> service */
+    struct relaybuf down; /* service -> host */
+    uint64_t retry_at_ms; /* the host stream's POLLOUT waits until then (0: no wait) */
     struct fwd *next;
 };
 
@@ -113,57 +105,19 @@ static void describe(const struct fwd *f, char *out, size_t cap)
 /* --- relaying ------------------------------------------------------------------------------ */
 
 /* Moves pending bytes of b to fd. Returns false on a fatal error (the forward must end). */
-static bool relay_write(struct fwd *f, struct relay_buf *b, int fd, bool to_host)
+static bool relay_write(struct fwd *f, struct relaybuf *b, int fd, bool to_host)
 {
-    while (b->off < b->len) {
-        if (to_host && f->retry_at_ms)
-            return true;
-        ssize_t n = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            b->off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true;
-        if (n < 0 && to_host && (errno == ENOMEM || errno == ENOBUFS)) {
-            /* vsock allocates a kernel buffer per packet: transient under memory pressure
-               (see serve.c's flush). Wait a little instead of dropping the connection. */
-            f->retry_at_ms = mono_ms() + SEND_RETRY_MS;
-            server_wake_at(f->s, f->retry_at_ms);
-            return true;
-        }
-        return false; /* EPIPE, ECONNRESET, ...: the peer is gone */
-    }
-    b->off = b->len = 0;
-    if (b->eof && !b->shut) {
-        shutdown(fd, SHUT_WR);
-        b->shut = true;
-    }
-    return true;
-}
-
-/* Reads from fd into b's free space. Returns false on a fatal error. */
-static bool relay_read(struct relay_buf *b, int fd)
-{
-    if (b->eof)
+    if (to_host && f->retry_at_ms)
         return true;
-    if (b->off > 0) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len == BUF_SIZE)
+    int r = relaybuf_write(b, fd);
+    if (to_host && (r == -ENOMEM || r == -ENOBUFS)) {
+        /* vsock allocates a kernel buffer per packet: transient under memory pressure
+           (see serve.c's flush). Wait a little instead of dropping the connection. */
+        f->retry_at_ms = mono_ms() + SEND_RETRY_MS;
+        server_wake_at(f->s, f->retry_at_ms);
         return true;
-    ssize_t n = recv(fd, b->data + b->len, BUF_SIZE - b->len, MSG_DONTWAIT);
-    if (n > 0)
-        b->len += (size_t)n;
-    else if (n == 0)
-        b->eof = true;
-    else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        return false;
-    return true;
+    }
+    return r == 0; /* EPIPE, ECONNRESET, ...: the peer is gone */
 }
 
 /* Writes what can be written, passes ends of stream on, ends a finished forward and sets
@@ -181,11 +135,11 @@ static void pump(struct fwd *f)
         return;
     }
     short te = 0, ve = 0;
-    if (!f->up.eof && f->up.len - f->up.off < BUF_SIZE)
+    if (!f->up.eof && f->up.len - f->up.off < RELAYBUF_SIZE)
         ve |= POLLIN;
     if (f->up.off < f->up.len)
         te |= POLLOUT;
-    if (!f->down.eof && f->down.len - f->down.off < BUF_SIZE)
+    if (!f->down.eof && f->down.len - f->down.off < RELAYBUF_SIZE)
         te |= POLLIN;
     if (f->down.off < f->down.len && !f->retry_at_ms)
         ve |= POLLOUT;
@@ -199,7 +153,7 @@ static void on_host(struct server *s, struct watcher *w, short revents)
 {
     struct fwd *f = w->arg;
     if (revents & (POLLIN | POLLHUP | POLLERR)) {
-        if (!relay_read(&f->up, f->vw.fd)) {
+        if (!relaybuf_read(&f->up, f->vw.fd)) {
             fwd_end(f);
             return;
         }
@@ -212,8 +166,8 @@ static void start_relay(struct fwd *f)
     struct conn *c = f->c;
     conn_set_op(c, NULL, NULL);
     f->c = NULL;
-    f->up.data = malloc(BUF_SIZE);
-    f->down.data = malloc(BUF_SIZE);
+    f->up.data = malloc(RELAYBUF_SIZE);
+    f->down.data = malloc(RELAYBUF_SIZE);
     if (!f->up.data || !f->down.data) {
         conn_error(c, f->id, SBX__AGENT__ERROR_CODE__ERROR_CODE_NO_SPACE, ENOMEM,
                    "out of memory for a forwarded connection");
@@ -222,7 +176,7 @@ static void start_relay(struct fwd *f)
     }
     conn_ok(c, f->id);
     /* The Ok may still sit in the connection's output: it goes out first, as relayed bytes. */
-    int fd = conn_take(c, f->down.data, BUF_SIZE, &f->down.len);
+    int fd = conn_take(c, f->down.data, RELAYBUF_SIZE, &f->down.len);
     if (fd < 0) {
         fwd_end(f); /* the host went away meanwhile */
         return;
@@ -286,7 +240,7 @@ static void on_service(struct server *s, struct watcher *w, short revents)
         return;
     }
     if (revents & (POLLIN | POLLHUP | POLLERR)) {
-        if (!relay_read(&f->down, f->tw.fd)) {
+        if (!relaybuf_read(&f->down, f->tw.fd)) {
             fwd_end(f);
             return;
         }

@@ -48,15 +48,15 @@
 #include "agent/conn.h"
 #include "internal.h"
 #include "ops/expose.h"
+#include "util/relaybuf.h"
 #include "util/wait.h"
 
-#define MAX_PORTS        64          /* host listeners per sandbox */
-#define MAX_CONNS        256         /* relayed connections per sandbox (envd's limit too) */
-#define BUF_SIZE         (64u << 10) /* per direction and connection */
-#define HANDSHAKE_MS     10000       /* dial + Hello + envd's connect to the service */
-#define GUEST_CONNECT_MS 5000        /* envd's own deadline for the connect (PortConnect) */
-#define ACCEPT_BATCH     16          /* connections accepted per listener and loop round */
-#define ACCEPT_PAUSE_MS  100         /* after running out of fds */
+#define MAX_PORTS        64    /* host listeners per sandbox */
+#define MAX_CONNS        256   /* relayed connections per sandbox (envd's limit too) */
+#define HANDSHAKE_MS     10000 /* dial + Hello + envd's connect to the service */
+#define GUEST_CONNECT_MS 5000  /* envd's own deadline for the connect (PortConnect) */
+#define ACCEPT_BATCH     16    /* connections accepted per listener and loop round */
+#define ACCEPT_PAUSE_MS  100   /* after running out of fds */
 #define ID_HELLO         1
 #define ID_CONNECT       2
 
@@ -74,14 +74,6 @@ struct xport {
     char addr[INET6_ADDRSTRLEN]; /* numeric, as bound */
 };
 
-/* Bytes on their way from one socket to the other. */
-struct xbuf {
-    uint8_t *data; /* BUF_SIZE bytes; pending are data[off..len) */
-    size_t off, len;
-    bool eof;  /* the source ended */
-    bool shut; /* ... and the sink got shutdown(SHUT_WR) */
-};
-
 struct xconn {
     int port; /* index into the port table */
     int cfd;  /* the accepted client */
@@ -91,8 +83,8 @@ struct xconn {
     bool reset;           /* close the client with RST */
     uint64_t deadline_ns; /* handshake */
     int answers;          /* handshake frames received from envd */
-    struct xbuf up;       /* client -> guest; during the handshake: our frames */
-    struct xbuf down;     /* guest -> client; during the handshake: envd's frames */
+    struct relaybuf up;   /* client -> guest; during the handshake: our frames */
+    struct relaybuf down; /* guest -> client; during the handshake: envd's frames */
     struct xconn *next;
 };
 
@@ -164,52 +156,11 @@ static void sweep(struct expose_state *st)
     }
 }
 
-static bool xbuf_write(struct xbuf *b, int fd)
-{
-    while (b->off < b->len) {
-        ssize_t n = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            b->off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    }
-    b->off = b->len = 0;
-    if (b->eof && !b->shut) {
-        shutdown(fd, SHUT_WR);
-        b->shut = true;
-    }
-    return true;
-}
-
-static bool xbuf_read(struct xbuf *b, int fd)
-{
-    if (b->eof)
-        return true;
-    if (b->off > 0) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len == BUF_SIZE)
-        return true;
-    ssize_t n = recv(fd, b->data + b->len, BUF_SIZE - b->len, MSG_DONTWAIT);
-    if (n > 0)
-        b->len += (size_t)n;
-    else if (n == 0)
-        b->eof = true;
-    else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        return false;
-    return true;
-}
-
 /* Appends an encoded frame to b. */
-static bool put_frame(struct xbuf *b, const Sbx__Agent__Frame *f)
+static bool put_frame(struct relaybuf *b, const Sbx__Agent__Frame *f)
 {
     size_t n;
-    if (frame_encode(f, b->data + b->len, BUF_SIZE - b->len, &n, NULL, 0) != 0)
+    if (frame_encode(f, b->data + b->len, RELAYBUF_SIZE - b->len, &n, NULL, 0) != 0)
         return false;
     b->len += n;
     return true;
@@ -225,7 +176,7 @@ static bool handshake_frames(struct xconn *c)
         if (avail < SBX_FRAME_HDR)
             return !c->down.eof;
         uint32_t plen;
-        if (frame_parse_header(p, &plen, NULL, 0) != 0 || plen > BUF_SIZE - SBX_FRAME_HDR)
+        if (frame_parse_header(p, &plen, NULL, 0) != 0 || plen > RELAYBUF_SIZE - SBX_FRAME_HDR)
             return false;
         Sbx__Agent__Frame *f = NULL;
         size_t used = 0;
@@ -258,13 +209,13 @@ static void pump(struct expose_state *st, struct xconn *c)
 {
     if (c->ended)
         return;
-    if (!xbuf_write(&c->up, c->afd)) {
+    if (relaybuf_write(&c->up, c->afd) != 0) {
         conn_end(st, c, true);
         return;
     }
     if (!c->relaying)
         return;
-    if (!xbuf_write(&c->down, c->cfd)) {
+    if (relaybuf_write(&c->down, c->cfd) != 0) {
         conn_end(st, c, true);
         return;
     }
@@ -280,11 +231,11 @@ static void conn_events(const struct xconn *c, short *cev, short *aev)
         *aev = POLLIN | (c->up.off < c->up.len ? POLLOUT : 0);
         return;
     }
-    if (!c->up.eof && c->up.len - c->up.off < BUF_SIZE)
+    if (!c->up.eof && c->up.len - c->up.off < RELAYBUF_SIZE)
         *cev |= POLLIN;
     if (c->down.off < c->down.len)
         *cev |= POLLOUT;
-    if (!c->down.eof && c->down.len - c->down.off < BUF_SIZE)
+    if (!c->down.eof && c->down.len - c->down.off < RELAYBUF_SIZE)
         *aev |= POLLIN;
     if (c->up.off < c->up.len)
         *aev |= POLLOUT;
@@ -293,7 +244,7 @@ static void conn_events(const struct xconn *c, short *cev, short *aev)
 static void on_agent(struct expose_state *st, struct xconn *c, short re)
 {
     if (re & (POLLIN | POLLHUP | POLLERR)) {
-        if (!xbuf_read(&c->down, c->afd) || (!c->relaying && !handshake_frames(c))) {
+        if (!relaybuf_read(&c->down, c->afd) || (!c->relaying && !handshake_frames(c))) {
             conn_end(st, c, true);
             return;
         }
@@ -304,7 +255,7 @@ static void on_agent(struct expose_state *st, struct xconn *c, short re)
 static void on_client(struct expose_state *st, struct xconn *c, short re)
 {
     if (re & (POLLIN | POLLHUP | POLLERR)) {
-        if (!xbuf_read(&c->up, c->cfd)) {
+        if (!relaybuf_read(&c->up, c->cfd)) {
             conn_end(st, c, true);
             return;
         }
@@ -322,8 +273,8 @@ static void conn_start(struct expose_state *st, int pi, int cfd)
     }
     struct xconn *c = calloc(1, sizeof(*c));
     if (c) {
-        c->up.data = malloc(BUF_SIZE);
-        c->down.data = malloc(BUF_SIZE);
+        c->up.data = malloc(RELAYBUF_SIZE);
+        c->down.data = malloc(RELAYBUF_SIZE);
     }
     if (!c || !c->up.data || !c->down.data) {
         if (c)
