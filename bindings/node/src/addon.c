@@ -1364,7 +1364,26 @@ static napi_value f_metadata(napi_env env, napi_callback_info info)
     return a;
 }
 
-/* networkUpdate(box, {allowInternetAccess, allowOut, denyOut}): never blocks on the guest. */
+/* Enters bx for a synchronous call (one that never blocks on the guest); throws and returns
+   -1 when the sandbox is gone. */
+static int sync_enter(napi_env env, box *bx)
+{
+    if (box_enter(bx) == 0)
+        return 0;
+    throw_sbx(env, SBX_ESTATE, "the sandbox was killed");
+    return -1;
+}
+
+/* Leaves bx after a synchronous call that returned r, throwing its error. Returns r. */
+static int sync_leave(napi_env env, box *bx, int r)
+{
+    if (r < 0)
+        throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
+    box_leave(bx);
+    return r;
+}
+
+/* networkUpdate(box, {allowInternetAccess, allowOut, denyOut}) */
 static napi_value f_network_update(napi_env env, napi_callback_info info)
 {
     ARGS(2);
@@ -1372,90 +1391,60 @@ static napi_value f_network_update(napi_env env, napi_callback_info info)
     if (!bx)
         return NULL;
     char **allow = NULL, **deny = NULL;
-    if (arg_strv(env, prop(env, argv[1], "allowOut"), "allowOut", &allow) ||
-        arg_strv(env, prop(env, argv[1], "denyOut"), "denyOut", &deny)) {
-        strv_free(allow);
-        return NULL;
-    }
-    sbx_net_policy p = {!arg_bool(env, prop(env, argv[1], "allowInternetAccess"), 1),
-                        (const char *const *)allow, (const char *const *)deny};
-    int r = box_enter(bx);
-    if (r == 0) {
-        r = sbx_network_update(bx->sb, &p);
-        if (r < 0)
-            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
-        box_leave(bx);
-    } else {
-        throw_sbx(env, SBX_ESTATE, "the sandbox was killed");
+    if (!arg_strv(env, prop(env, argv[1], "allowOut"), "allowOut", &allow) &&
+        !arg_strv(env, prop(env, argv[1], "denyOut"), "denyOut", &deny) && !sync_enter(env, bx)) {
+        sbx_net_policy p = {!arg_bool(env, prop(env, argv[1], "allowInternetAccess"), 1),
+                            (const char *const *)allow, (const char *const *)deny};
+        sync_leave(env, bx, sbx_network_update(bx->sb, &p));
     }
     strv_free(allow);
     strv_free(deny);
     return NULL;
 }
 
-/* expose(box, guestPort, hostPort, hostAddr) -> bound port; getHost(box, port) -> "H:P";
-   unexpose(box, port). None blocks on the guest. */
+/* expose(box, guestPort, hostPort, hostAddr) -> the host port */
 static napi_value f_expose(napi_env env, napi_callback_info info)
 {
     ARGS(4);
     box *bx = get_box(env, argv[0]);
-    unsigned port, host_port;
+    unsigned port, host_port, bound = 0;
     char *addr = NULL;
     if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port) ||
         arg_u32(env, argv[2], "hostPort", 1, 0, &host_port) ||
         arg_string(env, argv[3], "hostAddr", 1, &addr))
         return NULL;
-    unsigned bound = 0;
-    int r = box_enter(bx) ? SBX_ESTATE : 0;
-    if (r == 0) {
-        if ((r = sbx_expose(bx->sb, port, addr, host_port, &bound)) < 0)
-            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
-        box_leave(bx);
-    } else {
-        throw_sbx(env, r, "the sandbox was killed");
-    }
+    int r = sync_enter(env, bx);
+    if (r == 0)
+        r = sync_leave(env, bx, sbx_expose(bx->sb, port, addr, host_port, &bound));
     free(addr);
     napi_value v;
     napi_create_uint32(env, bound, &v);
     return r < 0 ? NULL : v;
 }
 
+/* getHost(box, port) -> "HOST:PORT" */
 static napi_value f_get_host(napi_env env, napi_callback_info info)
 {
     ARGS(2);
     box *bx = get_box(env, argv[0]);
     unsigned port;
-    if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port))
-        return NULL;
     char buf[64];
-    int r = box_enter(bx) ? SBX_ESTATE : 0;
-    if (r == 0) {
-        if ((r = sbx_get_host(bx->sb, port, buf, sizeof(buf))) < 0)
-            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
-        box_leave(bx);
-    } else {
-        throw_sbx(env, r, "the sandbox was killed");
-    }
+    if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port) || sync_enter(env, bx) ||
+        sync_leave(env, bx, sbx_get_host(bx->sb, port, buf, sizeof(buf))) < 0)
+        return NULL;
     napi_value v;
     napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &v);
-    return r < 0 ? NULL : v;
+    return v;
 }
 
+/* unexpose(box, port) */
 static napi_value f_unexpose(napi_env env, napi_callback_info info)
 {
     ARGS(2);
     box *bx = get_box(env, argv[0]);
     unsigned port;
-    if (!bx || arg_u32(env, argv[1], "port", 0, 1, &port))
-        return NULL;
-    int r = box_enter(bx) ? SBX_ESTATE : 0;
-    if (r == 0) {
-        if ((r = sbx_unexpose(bx->sb, port)) < 0)
-            throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
-        box_leave(bx);
-    } else {
-        throw_sbx(env, r, "the sandbox was killed");
-    }
+    if (bx && !arg_u32(env, argv[1], "port", 0, 1, &port) && !sync_enter(env, bx))
+        sync_leave(env, bx, sbx_unexpose(bx->sb, port));
     return NULL;
 }
 
@@ -1463,20 +1452,9 @@ static napi_value f_network_stats(napi_env env, napi_callback_info info)
 {
     ARGS(1);
     box *bx = get_box(env, argv[0]);
-    if (!bx)
-        return NULL;
-    if (box_enter(bx)) {
-        throw_sbx(env, SBX_ESTATE, "the sandbox was killed");
-        return NULL;
-    }
     sbx_net_stats st;
-    int r = sbx_network_stats(bx->sb, &st);
-    if (r < 0) {
-        throw_sbx(env, r, "%s", sbx_errmsg(bx->sb));
-        box_leave(bx);
+    if (!bx || sync_enter(env, bx) || sync_leave(env, bx, sbx_network_stats(bx->sb, &st)) < 0)
         return NULL;
-    }
-    box_leave(bx);
     napi_value o;
     napi_create_object(env, &o);
     set_num(env, o, "txFrames", (double)st.tx_frames);
