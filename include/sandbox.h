@@ -113,7 +113,7 @@ typedef struct sbx_net_policy {
     const char *const *deny_out;  /* or NULL */
 } sbx_net_policy;
 
-#define SBX_OPTIONS_VERSION 2
+#define SBX_OPTIONS_VERSION 3
 
 typedef struct sbx_options {
     unsigned version; /* SBX_OPTIONS_VERSION */
@@ -169,12 +169,24 @@ typedef struct sbx_options {
     const char *tap_address;
     const char *tap_gateway;
     const char *tap_dns;
+
+    /* Since version 3: templates and snapshots (docs/templates.md). */
+    /* Make the sandbox from a template instead of booting: a template name ("name" or
+       "name:tag") in the template store, a name given to sbx_snapshot(), or the path of a
+       snapshot directory (contains '/'). Its memory is mapped copy-on-write and its disk
+       layered, so creation takes milliseconds and the template's processes are running. The
+       template fixes vCPUs, memory, kernel and root filesystem: leave those options 0/NULL.
+       Its ENV settings and user apply under envs and default_user. NULL: boot. */
+    const char *template_name;
+    /* The template store. NULL: $SBX_TEMPLATE_DIR, else $XDG_DATA_HOME/libsandbox/templates,
+       else $HOME/.local/share/libsandbox/templates. */
+    const char *template_dir;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
         SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,     \
-            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL                          \
+            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL              \
     }
 
 /*
@@ -210,6 +222,7 @@ enum sbx_state {
     SBX_STATE_STOPPED = 2, /* the guest shut down or rebooted (sbx_shutdown, reboot, halt),
                               or the lifetime expired */
     SBX_STATE_FAILED = 3,  /* the guest crashed or violated the device contract; see errmsg */
+    SBX_STATE_PAUSED = 4,  /* written to disk by sbx_pause(); only sbx_destroy() remains */
 };
 
 /* The current state (enum sbx_state). Never blocks. */
@@ -707,6 +720,46 @@ SBX_API int sbx_watch_fd(const sbx_watch *w);
 /* Next event: 0 with *ev, SBX_ETIMEDOUT (timeout_ms 0: SBX_EAGAIN), or an error. */
 SBX_API int sbx_watch_next(sbx_watch *w, sbx_watch_event *ev, unsigned timeout_ms);
 SBX_API void sbx_watch_close(sbx_watch *w);
+
+/* ======================================================================================= */
+/* Snapshots: pause, resume, fork (docs/templates.md)                                       */
+/* ======================================================================================= */
+
+/*
+ * Saves the running sandbox as a snapshot: vCPU, device and memory state, and the root disk's
+ * changes, with its processes running. `name_or_path` is a template name (stored in the
+ * default template store, listed by `sbx template ls`, replacing an older one of that name)
+ * or a directory path (contains '/'; must not exist). sbx_create() accepts it like a template
+ * (options.template_name). The sandbox stands still while memory is written, then goes on.
+ * Sandboxes with extra disks or a TAP network cannot be snapshotted (SBX_ENOTSUP). Returns 0,
+ * SBX_EEXIST, SBX_ESTATE, SBX_EIO, ...
+ */
+SBX_API int sbx_snapshot(sbx *sb, const char *name_or_path);
+
+/*
+ * Writes the sandbox to the directory `path` (must not exist) like sbx_snapshot() and stops
+ * it: its memory and VM are released and its state becomes SBX_STATE_PAUSED (only
+ * sbx_destroy() remains). sbx_resume() brings it back, in this process or another one.
+ */
+SBX_API int sbx_pause(sbx *sb, const char *path);
+
+/*
+ * Brings back a sandbox paused to `path`: same id, processes, files, envs and metadata (leave
+ * those options unset; lifetime, console_fd, boot_timeout_ms and the network policy apply).
+ * On success the directory is removed (the new sandbox holds its files open), so a pause is
+ * resumed at most once. The guest's clock is set to the current time. On failure *out is
+ * set as by sbx_create() and the directory is left as it was.
+ */
+SBX_API int sbx_resume(sbx **out, const char *path, const sbx_options *opts);
+
+/*
+ * Makes n (1..1024) running copies of the sandbox from one checkpoint, each independent: its
+ * own id, memory (copy-on-write) and disk; processes, files, envs and metadata as the parent
+ * had them. opts (NULL: defaults) gives the copies' lifetime, console and network policy
+ * (they do not inherit the parent's policy). The parent goes on. Returns 0 with out[0..n)
+ * set, or an error with every out[i] NULL (copies already made are destroyed).
+ */
+SBX_API int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out);
 
 #ifdef __cplusplus
 }

@@ -89,7 +89,15 @@ struct sbx {
     struct virtio_dev *vdev[SBX_MAX_DISKS + 3]; /* root, extra disks, vsock, net */
     unsigned nvdev;
     struct virtio_dev *vsock;
-
+    struct virtio_dev *root_disk;
+    /* The root disk's diff layers (bottom first) over rootfs_path and its size: set when the
+       sandbox comes from a snapshot or a template build (lib/snap). The bottom root_durable
+       ones are template store layers, referenced by path by the next snapshot; the others
+       are merged into that snapshot's own diff. */
+    char **root_layers;
+    unsigned nroot_layers, root_durable;
+    uint64_t root_size;
+    struct snap_restore *restore; /* the snapshot being restored (inside sbx_create) */
     /* Network (lib/ops/network.c): the mode, the filter made from the options (handed to the
        device when it is created), and the device's NAT. */
     int network;          /* enum sbx_network_mode */
@@ -110,7 +118,13 @@ struct sbx {
     int intr_fd, dead_fd;
     atomic_bool stopping;
     atomic_bool shutdown_requested; /* set by the caller, read by vCPU threads */
-    pthread_mutex_t stop_lock;      /* guards stop_msg */
+    /* Parking (lib/snap): while park_req is set, vCPU threads leave KVM_RUN (with their
+       pending I/O completed) and wait on park_cond; `parked` counts them. */
+    pthread_mutex_t park_lock;
+    pthread_cond_t park_cond;
+    atomic_bool park_req;
+    unsigned parked;
+    pthread_mutex_t stop_lock; /* guards stop_msg */
     char stop_msg[512];
 
     int ctl_fd;        /* agent control connection (Hello done) */

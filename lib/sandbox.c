@@ -20,6 +20,8 @@
 #include "session.h"
 #include "util/wait.h"
 #include "vmm/vcpu.h"
+#include "snap/snap.h"
+#include "template/template.h"
 #include "vmm/vm.h"
 
 #define DEFAULT_VCPUS        1
@@ -158,6 +160,9 @@ void sbx_stop(struct sbx *sb, int state, const char *fmt, ...)
         (void)n;
         for (unsigned i = 0; i < sb->nvcpu_created; i++)
             vcpu_kick(&sb->vcpu[i]);
+        pthread_mutex_lock(&sb->park_lock); /* parked vCPU threads end too */
+        pthread_cond_broadcast(&sb->park_cond);
+        pthread_mutex_unlock(&sb->park_lock);
     }
     pthread_mutex_unlock(&sb->stop_lock);
 }
@@ -186,6 +191,12 @@ static struct sbx *alloc_handle(void)
     pthread_mutex_init(&sb->stop_lock, NULL);
     pthread_mutex_init(&sb->err_lock, NULL);
     pthread_mutex_init(&sb->pool_lock, NULL);
+    pthread_mutex_init(&sb->park_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sb->park_cond, &ca);
+    pthread_condattr_destroy(&ca);
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
     sb->created_ns = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec;
@@ -284,7 +295,7 @@ static int resolve_images(struct sbx *sb, const sbx_options *o)
     return 0;
 }
 
-static int copy_options(struct sbx *sb, const sbx_options *o)
+static int copy_options(struct sbx *sb, const sbx_options *o, bool boot)
 {
     static const sbx_options defaults = SBX_OPTIONS_INIT;
     if (!o)
@@ -333,7 +344,14 @@ static int copy_options(struct sbx *sb, const sbx_options *o)
         r = network_options(sb, o);
     if (r < 0)
         return r;
-    return resolve_images(sb, o); /* after the disks: it checks them too */
+    if (boot)
+        return resolve_images(sb, o); /* after the disks: it checks them too */
+    /* From a snapshot: the VM's shape and images are the snapshot's. */
+    if (o->vcpus || o->memory_mib || o->kernel || o->rootfs || o->cmdline_extra || o->ndisks)
+        return sbx_seterr(sb, SBX_EINVAL,
+                          "a sandbox made from a template or snapshot has its vCPUs, memory, "
+                          "kernel, root filesystem and disks: leave those options unset");
+    return 0;
 }
 
 /* Adds why the VM ended and its last console lines to the handle's message. */
@@ -410,7 +428,31 @@ static int connect_agent(struct sbx *sb, const struct waitctx *w)
     }
 }
 
-int sbx_create(sbx **out, const sbx_options *opts)
+/* How a sandbox comes to be: a boot, or a snapshot restored as a new sandbox (a template), as
+   the same sandbox (resume), or as a copy (fork: new id, the parent's settings). */
+enum origin { BOOT, FROM_TEMPLATE, RESUME, FORK };
+
+/* Connects to envd and configures it. A restored guest first learns (vsock transport reset)
+   that its old connections are gone; if that reaches it after our first connection, the
+   connection is reset and the handshake is made again. */
+static int handshake(struct sbx *sb, const struct waitctx *w)
+{
+    int r = SBX_EPROTO;
+    for (int attempt = 0; attempt < (sb->restore ? 3 : 1) && r == SBX_EPROTO; attempt++) {
+        if (sb->ctl_fd >= 0) {
+            close(sb->ctl_fd);
+            sb->ctl_fd = -1;
+        }
+        r = connect_agent(sb, w);
+        if (r == SBX_ETIMEDOUT)
+            errmsg_append(sb, sb->restore ? " after the restore" : " within the boot timeout");
+        if (r == 0)
+            r = session_configure(sb, sb->ctl_fd, w);
+    }
+    return r;
+}
+
+static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum origin how)
 {
     if (!out)
         return SBX_EINVAL;
@@ -418,25 +460,30 @@ int sbx_create(sbx **out, const sbx_options *opts)
     struct sbx *sb = *out = alloc_handle();
     if (!sb)
         return SBX_ENOMEM;
-    int r = copy_options(sb, opts);
+    int r = copy_options(sb, opts, how == BOOT);
+    if (r == 0 && how != BOOT) {
+        r = snap_open(sb, snapdir,
+                      how == RESUME ? SNAP_KEEP_SETTINGS | SNAP_KEEP_ID
+                      : how == FORK ? SNAP_KEEP_SETTINGS
+                                    : 0);
+    }
     if (r == 0)
         r = vm_build(sb);
     if (r == 0) {
+        if (sb->restore)
+            snap_resumed(sb);
         /* Not a call slot: an interrupt that arrived while the VM was built is for this
            call (the handle is new, so nothing older can be pending). */
         struct waitctx w = {t0 + (uint64_t)sb->boot_timeout_ms * 1000000ull, sb->intr_fd,
                             sb->dead_fd};
-        r = connect_agent(sb, &w);
-        if (r == SBX_ETIMEDOUT)
-            errmsg_append(sb, " within the boot timeout");
-        if (r == 0)
-            r = session_configure(sb, sb->ctl_fd, &w);
+        r = handshake(sb, &w);
         if (r < 0) {
             if (r == SBX_EGUEST || r == SBX_ETIMEDOUT)
                 sbx_explain_guest(sb);
             vm_teardown(sb);
         }
     }
+    snap_close(sb);
     if (r == 0)
         r = session_start_lifetime(sb);
     if (r < 0) {
@@ -455,6 +502,131 @@ int sbx_create(sbx **out, const sbx_options *opts)
     registry_add(sb);
     sbx_errbuf(sb)[0] = 0;
     return 0;
+}
+
+int sbx_create(sbx **out, const sbx_options *opts)
+{
+    const char *tpl = opts && opts->version >= 3 ? opts->template_name : NULL;
+    if (!tpl)
+        return create(out, opts, NULL, BOOT);
+    char *dir = NULL;
+    char err[SBX_ERRMSG_MAX];
+    int r = template_snapshot_dir(tpl, opts->template_dir, &dir, err, sizeof(err));
+    if (r < 0) {
+        /* A handle that carries the message, as for every failed sbx_create(). */
+        struct sbx *sb = *out = out ? alloc_handle() : NULL;
+        if (sb) {
+            sbx_seterr(sb, r, "%s", err);
+            atomic_store(&sb->state, SBX_STATE_FAILED);
+        }
+        return r;
+    }
+    r = create(out, opts, dir, FROM_TEMPLATE);
+    free(dir);
+    return r;
+}
+
+int sbx_resume(sbx **out, const char *path, const sbx_options *opts)
+{
+    if (!out || !path)
+        return SBX_EINVAL;
+    int r = create(out, opts, path, RESUME);
+    /* The files stay open and mapped: the directory is no longer needed, and a second resume
+       of the same pause would make a second sandbox with the same id. */
+    if (r == 0)
+        snap_remove(path);
+    return r;
+}
+
+static int check_running(struct sbx *sb, const char *call)
+{
+    int st = atomic_load(&sb->state);
+    if (st != SBX_STATE_RUNNING)
+        return sbx_seterr(sb, st == SBX_STATE_FAILED ? SBX_EDEAD : SBX_ESTATE,
+                          "%s: the sandbox is not running", call);
+    return 0;
+}
+
+int sbx_snapshot(sbx *sb, const char *path)
+{
+    if (!sb)
+        return SBX_EINVAL;
+    if (!path || !*path)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_snapshot: path is empty");
+    int r = check_running(sb, "sbx_snapshot");
+    if (r == 0) {
+        char *dir = NULL;
+        char err[SBX_ERRMSG_MAX];
+        r = template_snapshot_target(path, &dir, err, sizeof(err));
+        if (r < 0)
+            return sbx_seterr(sb, r, "sbx_snapshot: %s", err);
+        r = snap_capture(sb, dir, false);
+        if (r == 0 && template_register_snapshot(sb, path, dir, err, sizeof(err)) < 0)
+            r = sbx_seterr(sb, SBX_EIO, "sbx_snapshot: %s", err);
+        free(dir);
+    }
+    return r;
+}
+
+int sbx_pause(sbx *sb, const char *path)
+{
+    if (!sb)
+        return SBX_EINVAL;
+    if (!path || !*path)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_pause: path is empty");
+    int r = check_running(sb, "sbx_pause");
+    if (r == 0)
+        r = snap_capture(sb, path, true);
+    if (r < 0)
+        return r;
+    /* The VM stays parked from the capture on: nothing it does after it is lost. */
+    if (sb->info.id[0])
+        registry_remove(sb);
+    expose_destroy(sb);
+    sbx_stop(sb, SBX_STATE_PAUSED, "the sandbox was paused to %s", path);
+    vm_teardown(sb);
+    agent_pool_free(sb);
+    return 0;
+}
+
+int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out)
+{
+    if (!sb)
+        return SBX_EINVAL;
+    if (!out || n == 0 || n > 1024)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_fork: n must be 1..1024, with out set");
+    int r = check_running(sb, "sbx_fork");
+    if (r < 0)
+        return r;
+    for (unsigned i = 0; i < n; i++)
+        out[i] = NULL;
+    const char *td = getenv("TMPDIR");
+    char *base = NULL;
+    if (asprintf(&base, "%s/sbx-fork-XXXXXX", td && *td ? td : "/var/tmp") < 0 || !mkdtemp(base)) {
+        free(base);
+        return sbx_seterr(sb, SBX_EIO, "sbx_fork: cannot create a temporary directory: %s",
+                          strerror(errno));
+    }
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/snapshot", base) < 0)
+        dir = NULL;
+    r = dir ? snap_capture(sb, dir, false) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    for (unsigned i = 0; r == 0 && i < n; i++) {
+        r = create(&out[i], opts, dir, FORK);
+        if (r < 0) {
+            sbx_seterr(sb, r, "sbx_fork: copy %u: %s", i, sbx_errmsg(out[i]));
+            for (unsigned j = 0; j <= i; j++) {
+                sbx_destroy(out[j]);
+                out[j] = NULL;
+            }
+        }
+    }
+    if (dir)
+        snap_remove(dir);
+    rmdir(base);
+    free(dir);
+    free(base);
+    return r;
 }
 
 int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out)
@@ -511,8 +683,14 @@ void sbx_destroy(sbx *sb)
     pthread_mutex_destroy(&sb->stop_lock);
     pthread_mutex_destroy(&sb->err_lock);
     pthread_mutex_destroy(&sb->pool_lock);
+    pthread_mutex_destroy(&sb->park_lock);
+    pthread_cond_destroy(&sb->park_cond);
     free(sb->kernel_path);
     free(sb->rootfs_path);
+    for (unsigned i = 0; i < sb->nroot_layers; i++)
+        free(sb->root_layers[i]);
+    free(sb->root_layers);
+    snap_close(sb);
     free(sb->cmdline_extra);
     for (unsigned i = 0; i < sb->ndisks; i++) {
         free(sb->disks[i].path);

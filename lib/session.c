@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/timerfd.h>
 #include <time.h>
 
@@ -99,6 +100,65 @@ int session_options(struct sbx *sb, const sbx_options *o)
     return 0;
 }
 
+int session_restore(struct sbx *sb, char *const *envs, size_t nenvs, const char *user,
+                    char *const *meta, size_t nmeta, bool identity)
+{
+    if (identity && ((sb->envs && sb->envs[0]) || sb->nmeta || sb->default_user))
+        return sbx_seterr(sb, SBX_EINVAL,
+                          "a resumed sandbox keeps its envs, default user and metadata: leave "
+                          "those options unset");
+    size_t nown = 0;
+    while (sb->envs && sb->envs[nown])
+        nown++;
+    /* The snapshot's environment first, then the caller's: later entries win in envd. */
+    char **l = calloc(nenvs + nown + 1, sizeof(*l));
+    if (!l)
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    for (size_t i = 0; i < nenvs + nown; i++)
+        if (!(l[i] = strdup(i < nenvs ? envs[i] : sb->envs[i - nenvs]))) {
+            free_list(l);
+            return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+        }
+    free_list(sb->envs);
+    sb->envs = l;
+    if (!sb->default_user && user && *user && !(sb->default_user = strdup(user)))
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    if (!identity)
+        return 0;
+    sb->meta = calloc(nmeta + 1, sizeof(char *));
+    if (!sb->meta)
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    for (size_t i = 0; i < nmeta; i++) {
+        char *eq = strchr(meta[i], '=');
+        if (!eq)
+            return sbx_seterr(sb, SBX_EIMAGE, "snapshot metadata entry without '='");
+        if (!(sb->meta[i] = strdup(meta[i])))
+            return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+        sb->meta[i][eq - meta[i]] = '\0';
+        sb->nmeta = i + 1;
+    }
+    return 0;
+}
+
+char **session_meta_joined(const struct sbx *sb)
+{
+    char **l = calloc(sb->nmeta + 1, sizeof(*l));
+    for (size_t i = 0; l && i < sb->nmeta; i++) {
+        const char *k = sb->meta[i];
+        if (asprintf(&l[i], "%s=%s", k, k + strlen(k) + 1) < 0) {
+            l[i] = NULL;
+            free_list(l);
+            return NULL;
+        }
+    }
+    return l;
+}
+
+void session_list_free(char **l)
+{
+    free_list(l);
+}
+
 void session_free(struct sbx *sb)
 {
     free_list(sb->envs);
@@ -114,8 +174,23 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
     size_t n = 0;
     while (sb->envs && sb->envs[n])
         n++;
-    cfg.n_envs = n;
-    cfg.envs = sb->envs;
+    /* SBX_SANDBOX_ID first, so that the caller's envs can override it. */
+    char idenv[64];
+    snprintf(idenv, sizeof(idenv), "SBX_SANDBOX_ID=%s", sb->id);
+    char **envs = calloc(n + 2, sizeof(*envs));
+    if (!envs)
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    envs[0] = idenv;
+    for (size_t i = 0; i < n; i++)
+        envs[i + 1] = sb->envs[i];
+    cfg.n_envs = n + 1;
+    cfg.envs = envs;
+    uint8_t entropy[64];
+    if (getrandom(entropy, sizeof(entropy), 0) == (ssize_t)sizeof(entropy)) {
+        cfg.entropy.data = entropy;
+        cfg.entropy.len = sizeof(entropy);
+    }
+    cfg.clock_ns = realtime_ns();
     cfg.default_user = sb->default_user ? sb->default_user : "";
     Sbx__Agent__NetConfig net = SBX__AGENT__NET_CONFIG__INIT;
     char addr[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN], dns[INET_ADDRSTRLEN];
@@ -138,6 +213,7 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
     char err[512] = "";
     int r = agent_call(fd, w, &f, SBX__AGENT__FRAME__BODY_OK, &reply, err, sizeof(err));
     frame_free(reply);
+    free(envs);
     if (r < 0)
         return sbx_seterr(sb, r, "configuring the guest agent: %s", err);
     return 0;

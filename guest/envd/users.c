@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 /* envd: users and groups from /etc/passwd and /etc/group, and the Configure settings. */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "envd.h"
 
 /* Limits on what a host may configure. */
+#define MAX_ENTROPY 512
 #define MAX_ENVS    1024
 #define MAX_ENV_LEN (64u << 10)
 
@@ -168,8 +173,35 @@ static void free_envs(char **envs)
     free(envs);
 }
 
+/* A restored snapshot wakes with the clock and the random state of the moment it was taken:
+   set the host's time, and make the kernel's CRNG use fresh host randomness at once. */
+static void refresh_clone(const Sbx__Agent__Configure *cfg)
+{
+    if (cfg->clock_ns) {
+        struct timespec ts = {(time_t)(cfg->clock_ns / 1000000000ull),
+                              (long)(cfg->clock_ns % 1000000000ull)};
+        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+            log_msg("clock_settime: %s", strerror(errno));
+    }
+    if (cfg->entropy.len == 0 || cfg->entropy.len > MAX_ENTROPY)
+        return;
+    struct {
+        struct rand_pool_info info;
+        uint8_t buf[MAX_ENTROPY];
+    } p;
+    p.info.entropy_count = (int)cfg->entropy.len * 8;
+    p.info.buf_size = (int)cfg->entropy.len;
+    memcpy(p.buf, cfg->entropy.data, cfg->entropy.len);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ioctl(fd, RNDADDENTROPY, &p) < 0 || ioctl(fd, RNDRESEEDCRNG) < 0)
+        log_msg("reseeding the kernel RNG: %s", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *cfg)
 {
+    refresh_clone(cfg);
     if (cfg->n_envs > MAX_ENVS) {
         conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0,
                    "%zu environment variables; at most %d", cfg->n_envs, MAX_ENVS);

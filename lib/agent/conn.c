@@ -31,6 +31,8 @@ int call_begin(struct sbx *sb, struct call *c, unsigned timeout_ms)
             return sbx_seterr(sb, SBX_ESTATE, "the sandbox was shut down");
         if (st == SBX_STATE_BOOTING)
             return sbx_seterr(sb, SBX_ESTATE, "the sandbox is not running yet");
+        if (st == SBX_STATE_PAUSED)
+            return sbx_seterr(sb, SBX_ESTATE, "the sandbox is paused (sbx_resume() it)");
         sbx_seterr(sb, SBX_EDEAD, "the sandbox is no longer running");
         sbx_explain_guest(sb);
         return SBX_EDEAD;

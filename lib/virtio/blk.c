@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <linux/fs.h>
 #include <linux/virtio_blk.h>
@@ -22,8 +23,27 @@
 #define REQ_CAP      (SEG_MAX * SIZE_MAX_SEG + 4096) /* whole chain, with header and status */
 #define OVL_BLOCK    4096u                           /* overlay granularity */
 
+/* A diff layer file (virtio_blk_save_diff): the disk's blocks that differ from the layers
+   below, at their own offsets in a sparse data area of the disk's size, then a bitmap of the
+   blocks present, then a checked trailer. */
+#define DIFF_MAGIC   "SBXDIFF1"
+#define DIFF_VERSION 1
+struct diff_trailer {
+    char magic[8];
+    uint32_t version, block;
+    uint64_t disk_size;
+    uint32_t map_crc, crc; /* crc: of the trailer's bytes before it */
+};
+
+struct layer {
+    int fd;
+    uint8_t *map; /* bit per OVL_BLOCK block present */
+};
+
 struct blk {
     enum blk_mode mode;
+    struct layer *layers; /* BLK_EPHEMERAL: diff layers over the base file, bottom first */
+    unsigned nlayers;
     int fd;               /* the backing file (O_RDONLY unless BLK_RW) */
     int ovl_fd;           /* BLK_EPHEMERAL: unlinked sparse overlay, else -1 */
     uint8_t *ovl_written; /* BLK_EPHEMERAL: bit per OVL_BLOCK block present in the overlay */
@@ -56,9 +76,24 @@ static int io_full(int fd, uint8_t *buf, size_t len, uint64_t off, bool write)
     return 0;
 }
 
+static bool bit_test(const uint8_t *map, uint64_t blk)
+{
+    return map[blk / 8] & (1u << (blk % 8));
+}
+
 static bool ovl_test(const struct blk *b, uint64_t blk)
 {
-    return b->ovl_written[blk / 8] & (1u << (blk % 8));
+    return bit_test(b->ovl_written, blk);
+}
+
+/* The file holding block `blk` below the private overlay: the topmost layer that has it,
+   else the base file (which reads zeros past its end). */
+static int lower_fd(const struct blk *b, uint64_t blk)
+{
+    for (unsigned i = b->nlayers; i-- > 0;)
+        if (bit_test(b->layers[i].map, blk))
+            return b->layers[i].fd;
+    return b->fd;
 }
 
 /* Reads or writes [off, off + len) of the disk as the guest sees it. */
@@ -74,12 +109,13 @@ static int disk_io(struct blk *b, uint8_t *buf, size_t len, uint64_t off, bool w
         size_t chunk = OVL_BLOCK - in < len ? OVL_BLOCK - in : len;
 
         if (!write) {
-            if (io_full(ovl_test(b, blk) ? b->ovl_fd : b->fd, buf, chunk, off, false) < 0)
+            if (io_full(ovl_test(b, blk) ? b->ovl_fd : lower_fd(b, blk), buf, chunk, off, false) <
+                0)
                 return -1;
         } else {
             if (!ovl_test(b, blk) && chunk != OVL_BLOCK) {
                 uint8_t copy[OVL_BLOCK];
-                if (io_full(b->fd, copy, OVL_BLOCK, blk * OVL_BLOCK, false) < 0 ||
+                if (io_full(lower_fd(b, blk), copy, OVL_BLOCK, blk * OVL_BLOCK, false) < 0 ||
                     io_full(b->ovl_fd, copy, OVL_BLOCK, blk * OVL_BLOCK, true) < 0)
                     return -1;
             }
@@ -202,6 +238,12 @@ static void blk_free(struct blk *b)
         close(b->fd);
     if (b->ovl_fd >= 0)
         close(b->ovl_fd);
+    for (unsigned i = 0; i < b->nlayers; i++) {
+        if (b->layers[i].fd >= 0)
+            close(b->layers[i].fd);
+        free(b->layers[i].map);
+    }
+    free(b->layers);
     free(b->ovl_written);
     free(b);
 }
@@ -265,6 +307,47 @@ static int open_overlay(char *err, size_t errlen)
     return -1;
 }
 
+static uint64_t map_bytes(uint64_t disk_size)
+{
+    return (disk_size + OVL_BLOCK - 1) / OVL_BLOCK / 8 + 1;
+}
+
+/* Opens and checks diff layer `path` of a disk of `size` bytes. */
+static int open_layer(struct layer *l, const char *path, uint64_t size, char *err, size_t errlen)
+{
+    struct diff_trailer t;
+    struct stat st;
+    uint64_t mlen = map_bytes(size);
+
+    l->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (l->fd < 0) {
+        snprintf(err, errlen, "virtio-blk: disk layer %s: %s", path, strerror(errno));
+        return SBX_EIMAGE;
+    }
+    if (fstat(l->fd, &st) < 0 || (uint64_t)st.st_size != size + mlen + sizeof(t) ||
+        io_full(l->fd, (uint8_t *)&t, sizeof(t), size + mlen, false) < 0 ||
+        memcmp(t.magic, DIFF_MAGIC, 8) || t.version != DIFF_VERSION || t.block != OVL_BLOCK ||
+        t.disk_size != size ||
+        t.crc != (uint32_t)crc32(0, (const Bytef *)&t, offsetof(struct diff_trailer, crc))) {
+        snprintf(err, errlen,
+                 "virtio-blk: disk layer %s is not a diff layer of a %llu-byte disk (truncated, "
+                 "corrupted or from another image)",
+                 path, (unsigned long long)size);
+        return SBX_EIMAGE;
+    }
+    l->map = malloc(mlen);
+    if (!l->map) {
+        snprintf(err, errlen, "virtio-blk: out of memory");
+        return SBX_ENOMEM;
+    }
+    if (io_full(l->fd, l->map, mlen, size, false) < 0 ||
+        t.map_crc != (uint32_t)crc32(0, l->map, (uInt)mlen)) {
+        snprintf(err, errlen, "virtio-blk: disk layer %s: corrupted block map", path);
+        return SBX_EIMAGE;
+    }
+    return 0;
+}
+
 int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
                       const struct blk_config *cfg, uint64_t mmio_base, uint32_t gsi, char *err,
                       size_t errlen)
@@ -313,10 +396,38 @@ int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
         rc = SBX_EIMAGE;
         goto fail;
     }
+    if ((cfg->nlayers || cfg->size) && cfg->mode != BLK_EPHEMERAL) {
+        snprintf(err, errlen, "virtio-blk: layers and a size need an ephemeral disk");
+        rc = SBX_EINVAL;
+        goto fail;
+    }
+    if (cfg->size) {
+        if (cfg->size < b->size || cfg->size % OVL_BLOCK) {
+            snprintf(err, errlen,
+                     "virtio-blk: disk size %llu is smaller than the image (%llu) or not a "
+                     "multiple of %u",
+                     (unsigned long long)cfg->size, (unsigned long long)b->size, OVL_BLOCK);
+            rc = SBX_EINVAL;
+            goto fail;
+        }
+        b->size = cfg->size;
+    }
     b->capacity = b->size / SECTOR;
+    if (cfg->nlayers) {
+        b->layers = calloc(cfg->nlayers, sizeof(*b->layers));
+        if (!b->layers) {
+            snprintf(err, errlen, "virtio-blk: out of memory");
+            rc = SBX_ENOMEM;
+            goto fail;
+        }
+        for (unsigned i = 0; i < cfg->nlayers; i++) {
+            b->nlayers = i + 1;
+            if ((rc = open_layer(&b->layers[i], cfg->layers[i], b->size, err, errlen)) < 0)
+                goto fail;
+        }
+    }
 
     if (cfg->mode == BLK_EPHEMERAL) {
-        uint64_t blocks = (b->size + OVL_BLOCK - 1) / OVL_BLOCK;
         b->ovl_fd = open_overlay(err, errlen);
         if (b->ovl_fd < 0) {
             rc = SBX_EIO;
@@ -327,7 +438,7 @@ int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
             rc = SBX_EIO;
             goto fail;
         }
-        b->ovl_written = calloc(blocks / 8 + 1, 1);
+        b->ovl_written = calloc(map_bytes(b->size), 1);
         if (!b->ovl_written) {
             snprintf(err, errlen, "virtio-blk: out of memory");
             rc = SBX_ENOMEM;
@@ -345,5 +456,96 @@ int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
 
 fail:
     blk_free(b);
+    return rc;
+}
+
+uint64_t virtio_blk_size(struct virtio_dev *d)
+{
+    return ((struct blk *)d->priv)->size;
+}
+
+/* Copies [off, off + len) from fd `from` to the same offsets of `to`. */
+static int copy_range(int from, int to, uint64_t off, uint64_t len, uint8_t *buf, size_t cap)
+{
+    while (len) {
+        size_t n = len < cap ? (size_t)len : cap;
+        if (io_full(from, buf, n, off, false) < 0 || io_full(to, buf, n, off, true) < 0)
+            return -1;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *bytes, char *err,
+                         size_t errlen)
+{
+    struct blk *b = d->priv;
+    enum { CHUNK = 1u << 20 };
+    int rc = 0;
+
+    if (b->mode != BLK_EPHEMERAL || keep > b->nlayers) {
+        snprintf(err, errlen, "virtio-blk: only an ephemeral disk has a diff to save");
+        return SBX_EINVAL;
+    }
+    uint64_t mlen = map_bytes(b->size), nblocks = (b->size + OVL_BLOCK - 1) / OVL_BLOCK;
+    uint8_t *map = calloc(mlen, 1), *buf = malloc(CHUNK);
+    if (!map || !buf) {
+        free(map);
+        free(buf);
+        snprintf(err, errlen, "virtio-blk: out of memory");
+        return SBX_ENOMEM;
+    }
+    pthread_mutex_lock(&d->lock);
+    *bytes = 0;
+    if (ftruncate(fd, (off_t)b->size) < 0)
+        rc = -1;
+    /* Runs of blocks that come from the same file are copied in one go. */
+    uint64_t run_start = 0, run_len = 0;
+    int run_fd = -1;
+    for (uint64_t blk = 0; rc == 0 && blk <= nblocks; blk++) {
+        int src = -1;
+        if (blk < nblocks) {
+            if (ovl_test(b, blk))
+                src = b->ovl_fd;
+            else
+                for (unsigned i = b->nlayers; i-- > keep;)
+                    if (bit_test(b->layers[i].map, blk)) {
+                        src = b->layers[i].fd;
+                        break;
+                    }
+        }
+        if (run_len && (src != run_fd || run_len >= CHUNK / OVL_BLOCK)) {
+            uint64_t off = run_start * OVL_BLOCK, len = run_len * OVL_BLOCK;
+            if (off + len > b->size)
+                len = b->size - off;
+            if (copy_range(run_fd, fd, off, len, buf, CHUNK) < 0)
+                rc = -1;
+            *bytes += len;
+            run_len = 0;
+        }
+        if (src >= 0) {
+            map[blk / 8] |= (uint8_t)(1u << (blk % 8));
+            if (!run_len) {
+                run_start = blk;
+                run_fd = src;
+            }
+            run_len++;
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    struct diff_trailer t = {.version = DIFF_VERSION, .block = OVL_BLOCK, .disk_size = b->size};
+    memcpy(t.magic, DIFF_MAGIC, 8);
+    t.map_crc = (uint32_t)crc32(0, map, (uInt)mlen);
+    t.crc = (uint32_t)crc32(0, (const Bytef *)&t, offsetof(struct diff_trailer, crc));
+    if (rc == 0 && (io_full(fd, map, mlen, b->size, true) < 0 ||
+                    io_full(fd, (uint8_t *)&t, sizeof(t), b->size + mlen, true) < 0))
+        rc = -1;
+    if (rc < 0) {
+        snprintf(err, errlen, "virtio-blk: writing the disk diff: %s", strerror(errno));
+        rc = SBX_EIO;
+    }
+    free(map);
+    free(buf);
     return rc;
 }

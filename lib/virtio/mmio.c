@@ -451,3 +451,91 @@ void virtio_dev_destroy(struct virtio_dev *d)
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
+
+int virtio_save(struct virtio_dev *d, struct virtio_state *s)
+{
+    pthread_mutex_lock(&d->lock);
+    int r = d->failed ? -1 : 0;
+    memset(s, 0, sizeof(*s));
+    s->device_id = d->ops->device_id;
+    s->mmio_base = d->mmio_base;
+    s->gsi = d->gsi;
+    s->status = d->status;
+    s->dev_features_sel = d->dev_features_sel;
+    s->drv_features_sel = d->drv_features_sel;
+    s->drv_features = d->drv_features;
+    s->queue_sel = d->queue_sel;
+    s->int_status = d->int_status;
+    s->config_gen = d->config_gen;
+    s->nqueues = d->ops->nqueues;
+    for (unsigned i = 0; i < d->ops->nqueues; i++) {
+        const struct virtqueue *q = &d->vq[i];
+        s->q[i] = (struct virtio_queue_state){.num = q->num,
+                                              .ready = q->ready,
+                                              .desc = q->desc_gpa,
+                                              .avail = q->avail_gpa,
+                                              .used = q->used_gpa,
+                                              .last_avail = q->last_avail,
+                                              .used_idx = q->used_idx};
+    }
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int virtio_restore(struct virtio_dev *d, const struct virtio_state *s, char *err, size_t errlen)
+{
+    const char *bad = NULL;
+    if (s->device_id != d->ops->device_id || s->mmio_base != d->mmio_base || s->gsi != d->gsi ||
+        s->nqueues != d->ops->nqueues)
+        bad = "another device at its address";
+    else if (s->status & ~STATUS_DRIVER_BITS)
+        bad = "status";
+    else if (s->drv_features & ~offered_features(d))
+        bad = "driver features";
+    else if (s->int_status & ~3u)
+        bad = "interrupt status";
+    if (bad) {
+        snprintf(err, errlen, "%s: invalid saved state (%s)", d->ops->name, bad);
+        return SBX_EIMAGE;
+    }
+    pthread_mutex_lock(&d->lock);
+    d->status = s->status;
+    d->dev_features_sel = s->dev_features_sel;
+    d->drv_features_sel = s->drv_features_sel;
+    d->drv_features = s->drv_features;
+    d->queue_sel = s->queue_sel;
+    d->int_status = s->int_status;
+    d->config_gen = s->config_gen;
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < d->ops->nqueues; i++) {
+        struct virtqueue *q = &d->vq[i];
+        queue_reset(q);
+        q->num = s->q[i].num;
+        q->desc_gpa = s->q[i].desc;
+        q->avail_gpa = s->q[i].avail;
+        q->used_gpa = s->q[i].used;
+        if (!s->q[i].ready)
+            continue;
+        /* queue_setup checks size and ring addresses like a QueueReady write would. */
+        if (!(s->status & VIRTIO_CONFIG_S_FEATURES_OK) || queue_setup(d, q) < 0) {
+            snprintf(err, errlen, "%s: invalid saved state (queue %u)", d->ops->name, i);
+            r = SBX_EIMAGE;
+            break;
+        }
+        q->ready = true;
+        queue_set_indices(q, s->q[i].last_avail, s->q[i].used_idx);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+void virtio_resume(struct virtio_dev *d)
+{
+    pthread_mutex_lock(&d->lock);
+    for (unsigned q = 0; q < d->ops->nqueues; q++)
+        if (virtio_mmio_queue_live(d, q))
+            virtio_mmio_defer(d, q);
+    if (d->int_status && !d->failed)
+        raise_irq(d, 0);
+    pthread_mutex_unlock(&d->lock);
+}

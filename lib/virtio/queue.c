@@ -73,6 +73,13 @@ int queue_setup(struct virtio_dev *d, struct virtqueue *q)
     return 0;
 }
 
+void queue_set_indices(struct virtqueue *q, uint16_t last_avail, uint16_t used_idx)
+{
+    q->last_avail = last_avail;
+    q->used_idx = used_idx;
+    STORE(q->used->idx, used_idx); /* queue_setup zeroed it */
+}
+
 bool queue_has_avail(const struct virtqueue *q)
 {
     return q->avail && LOAD(q->avail->idx) != q->last_avail;

@@ -66,6 +66,10 @@ int queue_setup(struct virtio_dev *d, struct virtqueue *q);
  */
 int queue_pop(struct virtio_dev *d, struct virtqueue *q, struct queue_chain *c, uint32_t max_bytes);
 
+/* After queue_setup, for a restored device: continues at the saved indices (and puts the
+   used index back into the used ring, which queue_setup reset). */
+void queue_set_indices(struct virtqueue *q, uint16_t last_avail, uint16_t used_idx);
+
 /* Gives back the chain just popped (nothing was written to it), so a later pop returns it
    again. Only valid directly after a successful queue_pop() on q. */
 void queue_unpop(struct virtqueue *q);

@@ -45,6 +45,38 @@ void virtio_mmio_access(struct virtio_dev *d, uint64_t offset, uint8_t *data, ui
 /* Frees a device. The device thread must no longer run (or be stopped) when this is called. */
 void virtio_dev_destroy(struct virtio_dev *d);
 
+/* ---- snapshots: the transport state of a device ---- */
+#define VIRTIO_STATE_QUEUES 3
+struct virtio_queue_state {
+    uint32_t num;
+    bool ready;
+    uint64_t desc, avail, used;
+    uint16_t last_avail, used_idx;
+};
+struct virtio_state {
+    uint32_t device_id;
+    uint64_t mmio_base;
+    uint32_t gsi;
+    uint32_t status, dev_features_sel, drv_features_sel, queue_sel, int_status, config_gen;
+    uint64_t drv_features;
+    unsigned nqueues;
+    struct virtio_queue_state q[VIRTIO_STATE_QUEUES];
+};
+
+/* Copies the transport state (register file, queue configuration and indices). The device
+   thread must not run. Fails (-1) if the device has failed. */
+int virtio_save(struct virtio_dev *d, struct virtio_state *s);
+
+/* Loads a saved transport state into a new device of the same kind at the same address:
+   every value is checked (status bits, features, queue sizes and ring addresses inside guest
+   RAM) before use. Returns 0 or SBX_EIMAGE with a message. */
+int virtio_restore(struct virtio_dev *d, const struct virtio_state *s, char *err, size_t errlen);
+
+/* After a restore, once the device thread runs: processes every live queue once (a
+   notification may have been pending when the snapshot was taken) and raises the interrupt
+   again if one was pending. */
+void virtio_resume(struct virtio_dev *d);
+
 /* ---- virtio-blk ---- */
 enum blk_mode {
     BLK_RW,        /* guest writes go to the file */
@@ -56,6 +88,12 @@ struct blk_config {
     const char *path;
     enum blk_mode mode;
     const char *serial; /* VIRTIO_BLK_T_GET_ID, <= 20 bytes, or NULL */
+    /* BLK_EPHEMERAL only: diff layers over `path` (files written by virtio_blk_save_diff for a
+       disk of this size), bottom first, and the disk's size (0: the file's; larger: the disk
+       grows, the new tail reads as zeros). */
+    const char *const *layers;
+    unsigned nlayers;
+    uint64_t size;
 };
 
 /* Opens the backing file and creates the device at guest-physical `mmio_base` raising `gsi`.
@@ -63,6 +101,16 @@ struct blk_config {
 int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
                       const struct blk_config *cfg, uint64_t mmio_base, uint32_t gsi, char *err,
                       size_t errlen);
+
+/* The disk's size in bytes. */
+uint64_t virtio_blk_size(struct virtio_dev *d);
+
+/* Writes a diff layer to `fd` (an empty file): every block that differs from the base file
+   and the bottom `keep` layers, i.e. the private overlay merged with the layers above `keep`.
+   The device thread must not run. *bytes receives the data bytes copied. Returns 0 or an
+   SBX_E* code with a message. */
+int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *bytes, char *err,
+                         size_t errlen);
 
 /* ---- virtio-vsock (userspace device; there is no vhost-vsock) ---- */
 #define VSOCK_HOST_CID 2

@@ -7,9 +7,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "snap/snap.h"
 #include "vmm/vcpu.h"
 #include "vmm/x86/cpu.h"
 
@@ -62,6 +64,8 @@ int vcpu_create(struct vcpu *v, struct sbx *sb, unsigned id, const struct kvm_cp
         v->run = NULL;
         return sbx_seterr(sb, SBX_EKVM, "mmap of kvm_run for vCPU %u: %s", id, strerror(errno));
     }
+    if (sb->restore)
+        return snap_restore_vcpu(sb, v);
     int r = cpu_set_cpuid(v->fd, cpuid, id, sb->vcpus, sb->tsc_deadline);
     if (r < 0)
         return sbx_seterr(sb, SBX_EKVM, "KVM_SET_CPUID2 on vCPU %u: %s", id, strerror(-r));
@@ -130,6 +134,29 @@ static void triple_fault(struct vcpu *v)
              (unsigned long long)sr.cr4, (unsigned long long)sr.efer);
 }
 
+static void eat_kicks(void)
+{
+    sigset_t k;
+    sigemptyset(&k);
+    sigaddset(&k, vcpu_kick_signal());
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&k, NULL, &zero) > 0)
+        ;
+}
+
+/* Waits while a snapshot is taken (vcpu_park_all): the vCPU is outside KVM_RUN, and its last
+   exit's I/O was completed by the KVM_RUN that returned EINTR. */
+static void park(struct sbx *sb)
+{
+    pthread_mutex_lock(&sb->park_lock);
+    sb->parked++;
+    pthread_cond_broadcast(&sb->park_cond);
+    while (atomic_load(&sb->park_req) && !atomic_load(&sb->stopping))
+        pthread_cond_wait(&sb->park_cond, &sb->park_lock);
+    sb->parked--;
+    pthread_mutex_unlock(&sb->park_lock);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -138,7 +165,14 @@ static void *vcpu_thread(void *arg)
     while (!atomic_load(&sb->stopping)) {
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
+                /* Order matters: a kicker sets its flag, then immediate_exit, then signals.
+                   Clearing immediate_exit and eating a pending kick before looking at the
+                   flags loses no kick. The kick signal must be eaten: it is blocked outside
+                   KVM_RUN, so a pending one would make every later KVM_RUN return EINTR. */
                 run->immediate_exit = 0;
+                eat_kicks();
+                if (atomic_load(&sb->park_req))
+                    park(sb);
                 continue;
             }
             sbx_stop(sb, SBX_STATE_FAILED, "KVM_RUN on vCPU %u: %s", v->id, strerror(errno));
@@ -219,6 +253,42 @@ void vcpu_kick(struct vcpu *v)
         v->run->immediate_exit = 1;
     if (v->started)
         pthread_kill(v->thread, vcpu_kick_signal());
+}
+
+int vcpu_park_all(struct sbx *sb, unsigned timeout_ms)
+{
+    pthread_mutex_lock(&sb->park_lock);
+    atomic_store(&sb->park_req, true);
+    pthread_mutex_unlock(&sb->park_lock);
+    for (unsigned i = 0; i < sb->nvcpu_created; i++)
+        vcpu_kick(&sb->vcpu[i]);
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int r = 0;
+    pthread_mutex_lock(&sb->park_lock);
+    while (r == 0 && sb->parked < sb->nvcpu_created && !atomic_load(&sb->stopping))
+        if (pthread_cond_timedwait(&sb->park_cond, &sb->park_lock, &dl) == ETIMEDOUT)
+            r = -ETIMEDOUT;
+    if (r == 0 && atomic_load(&sb->stopping))
+        r = -ESHUTDOWN;
+    pthread_mutex_unlock(&sb->park_lock);
+    if (r < 0)
+        vcpu_unpark_all(sb);
+    return r;
+}
+
+void vcpu_unpark_all(struct sbx *sb)
+{
+    pthread_mutex_lock(&sb->park_lock);
+    atomic_store(&sb->park_req, false);
+    pthread_cond_broadcast(&sb->park_cond);
+    pthread_mutex_unlock(&sb->park_lock);
 }
 
 void vcpu_join(struct vcpu *v)

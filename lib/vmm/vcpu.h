@@ -37,6 +37,14 @@ int vcpu_start(struct vcpu *v);
 /* Makes the vCPU leave KVM_RUN soon (any thread). */
 void vcpu_kick(struct vcpu *v);
 
+/* Makes every vCPU thread leave KVM_RUN and wait (their pending I/O completed), for a
+   snapshot. Returns 0, -ETIMEDOUT or -ESHUTDOWN (the VM stopped meanwhile); on failure the
+   vCPUs run on. */
+int vcpu_park_all(struct sbx *sb, unsigned timeout_ms);
+
+/* Lets parked vCPU threads run again. */
+void vcpu_unpark_all(struct sbx *sb);
+
 /* Waits for the vCPU thread to end (after sbx_stop). Idempotent. */
 void vcpu_join(struct vcpu *v);
 

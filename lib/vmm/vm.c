@@ -18,6 +18,7 @@
 #include "net/net.h"
 #include "util/cmdline.h"
 #include "util/initramfs.h"
+#include "snap/snap.h"
 #include "virtio/virtio.h"
 #include "vmm/boot.h"
 #include "vmm/vcpu.h"
@@ -63,7 +64,8 @@ static int check_kvm(struct sbx *sb)
 
 static int open_kvm(struct sbx *sb)
 {
-    sb->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (sb->kvm_fd < 0) /* a snapshot being restored opened it already */
+        sb->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (sb->kvm_fd < 0)
         return sbx_seterr(sb, SBX_ENOKVM,
                           "cannot open /dev/kvm: %s (KVM needs hardware virtualization and "
@@ -152,11 +154,18 @@ static int create_memory(struct sbx *sb)
     uint64_t lo = total < LAYOUT_MMIO_START ? total : LAYOUT_MMIO_START;
     /* One reservation for both regions; pages are only allocated when the guest touches
        them (MAP_NORESERVE), so a large sandbox costs what it uses. */
-    uint8_t *p = mmap(NULL, total, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-        return sbx_seterr(sb, SBX_ENOMEM, "cannot map %u MiB of guest memory: %s", sb->memory_mib,
-                          strerror(errno));
+    uint8_t *p = NULL;
+    if (sb->restore) {
+        int r = snap_map_memory(sb, &p, total);
+        if (r < 0)
+            return r;
+    } else {
+        p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+        if (p == MAP_FAILED)
+            return sbx_seterr(sb, SBX_ENOMEM, "cannot map %u MiB of guest memory: %s",
+                              sb->memory_mib, strerror(errno));
+    }
     sb->mem_map_size = total;
     sb->mem.lo = p;
     sb->mem.lo_size = lo;
@@ -180,6 +189,8 @@ static void destroy_memory(struct sbx *sb)
 static void io_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct sbx *sb = arg;
+    uint64_t n;
+    (void)!read(fd, &n, sizeof(n)); /* the loop may be started again (vm_io_resume) */
     event_base_loopbreak(sb->evbase);
 }
 
@@ -299,8 +310,12 @@ static int create_devices(struct sbx *sb)
     for (unsigned i = 0; i <= sb->ndisks; i++) {
         struct blk_config cfg;
         if (i == 0) {
-            cfg = (struct blk_config){
-                .path = sb->rootfs_path, .mode = BLK_EPHEMERAL, .serial = "sbx-root"};
+            cfg = (struct blk_config){.path = sb->rootfs_path,
+                                      .mode = BLK_EPHEMERAL,
+                                      .serial = "sbx-root",
+                                      .layers = (const char *const *)sb->root_layers,
+                                      .nlayers = sb->nroot_layers,
+                                      .size = sb->root_size};
         } else {
             cfg = (struct blk_config){.path = sb->disks[i - 1].path,
                                       .mode = sb->disks[i - 1].ephemeral   ? BLK_EPHEMERAL
@@ -317,6 +332,8 @@ static int create_devices(struct sbx *sb)
                               i == 0 ? "root" : "extra", cfg.path, err);
         if ((r = add_virtio(sb, d, base)) < 0)
             return r;
+        if (i == 0)
+            sb->root_disk = d;
     }
     uint64_t base = virtio_base(sb->nvdev);
     int r = virtio_vsock_create(&sb->vsock, &sb->devhost, SBX_GUEST_CID, base,
@@ -342,7 +359,7 @@ static void destroy_devices(struct sbx *sb)
     for (unsigned i = 0; i < sb->nvdev; i++)
         virtio_dev_destroy(sb->vdev[i]);
     sb->nvdev = 0;
-    sb->vsock = NULL;
+    sb->vsock = sb->root_disk = NULL;
     sb->pio.n = sb->mmio.n = 0;
     sb->serial.irq = NULL;
 }
@@ -368,8 +385,16 @@ static int build_cmdline(struct sbx *sb, struct cmdline *c)
     return 0;
 }
 
+/* A restored VM takes its irqchip, PIT, clock and device registers from the snapshot. */
+static int restore_state(struct sbx *sb)
+{
+    return sb->restore ? snap_restore_devices(sb) : 0;
+}
+
 static int load_guest(struct sbx *sb)
 {
+    if (sb->restore)
+        return 0; /* the guest is in the snapshot's memory */
     char err[512];
     struct boot_kernel k;
     int r = boot_load_kernel(&sb->mem, sb->kernel_path, &k, err, sizeof(err));
@@ -451,6 +476,16 @@ static void stop_io(struct sbx *sb)
     sb->io_running = false;
 }
 
+void vm_io_pause(struct sbx *sb)
+{
+    stop_io(sb);
+}
+
+int vm_io_resume(struct sbx *sb)
+{
+    return sb->io_running ? 0 : start_io(sb);
+}
+
 static int start_vcpus(struct sbx *sb)
 {
     int r = vcpu_signal_setup();
@@ -481,6 +516,7 @@ static const struct {
     {create_memory, destroy_memory},
     {create_evbase, destroy_evbase},
     {create_devices, destroy_devices},
+    {restore_state, NULL},
     {load_guest, NULL},
     {create_vcpus, destroy_vcpus},
     {start_io, stop_io},

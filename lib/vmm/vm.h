@@ -12,6 +12,11 @@ int vm_build(struct sbx *sb);
 /* Stops the VM (if running) and undoes every completed stage. Idempotent. */
 void vm_teardown(struct sbx *sb);
 
+/* Stops the device thread (its loop keeps every event) and starts it again: while it stands
+   still, no device touches guest memory or its own state. */
+void vm_io_pause(struct sbx *sb);
+int vm_io_resume(struct sbx *sb);
+
 /* Host-side connection to the guest's vsock port (see virtio_vsock_connect). */
 int vm_vsock_connect(struct sbx *sb, unsigned port, int *fd);
 

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Snapshots: writing a running VM to a directory and building a VM from one. */
+#ifndef SBX_SNAP_H
+#define SBX_SNAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sbx;
+struct vcpu;
+
+/* Files of a snapshot directory. */
+#define SNAP_STATE_FILE  "state"
+#define SNAP_MEMORY_FILE "memory"
+#define SNAP_DISK_FILE   "disk.diff"
+
+/*
+ * Writes the running sandbox to `dir` (created; must not exist): vCPU, VM and device state,
+ * guest memory, and the root disk's changes as a diff layer over the layers it keeps by path.
+ * The vCPUs and the device thread stand still meanwhile and go on afterwards, unless
+ * `stay_parked` (a pause: the VM is torn down next, nothing it did after the capture may
+ * happen). Returns 0 or an
+ * SBX_E* code with the handle's message set.
+ */
+int snap_capture(struct sbx *sb, const char *dir, bool stay_parked);
+
+/* Reads and checks the snapshot in `dir` for sbx_create(): the state file's header, checksum
+   and every value, the memory file's size, the disk layers. Sets sb->restore, the resources
+   (vCPUs, memory) and the root disk (rootfs_path, root_layers, root_size). The snapshot's
+   envs and default user always apply (under the options'); with SNAP_KEEP_SETTINGS (resume,
+   fork) its metadata too and the options must not set any; with SNAP_KEEP_ID (resume) the
+   sandbox keeps its id. */
+#define SNAP_KEEP_SETTINGS 1
+#define SNAP_KEEP_ID       2
+int snap_open(struct sbx *sb, const char *dir, int keep);
+
+/* Frees sb->restore. */
+void snap_close(struct sbx *sb);
+
+/* Build stages when restoring (lib/vmm/vm.c): guest memory mapped copy-on-write from the
+   memory file; VM-wide and device state once the devices exist; a vCPU's state. */
+int snap_map_memory(struct sbx *sb, uint8_t **mem, size_t size);
+int snap_restore_devices(struct sbx *sb);
+int snap_restore_vcpu(struct sbx *sb, struct vcpu *v);
+
+/* Once vCPUs and device thread run: pending queue work, interrupts and the vsock transport
+   reset (the guest's connections belong to the snapshotted host). */
+void snap_resumed(struct sbx *sb);
+
+/* Removes a snapshot directory (its known files, then the directory). */
+int snap_remove(const char *dir);
+
+#endif
