@@ -761,6 +761,104 @@ SBX_API int sbx_resume(sbx **out, const char *path, const sbx_options *opts);
  */
 SBX_API int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out);
 
+/* ======================================================================================= */
+/* Templates (docs/templates.md)                                                            */
+/* ======================================================================================= */
+
+/* Progress of a template build, for sbx_template_build_options.on_progress. */
+typedef struct sbx_template_progress {
+    unsigned step;     /* 1-based index of the current instruction; 0 before the first */
+    unsigned nsteps;   /* instructions after FROM; the final boot and snapshot come after */
+    const char *text;  /* the instruction ("RUN apt-get install -y curl"), or a phase such as
+                          "boot", "start", "ready", "snapshot" */
+    int cached;        /* non-zero: the step's result came from the layer cache */
+    int done;          /* 0 when the step starts, 1 when it ended */
+    uint64_t elapsed_ms; /* since the build started */
+} sbx_template_progress;
+
+#define SBX_TEMPLATE_OPTIONS_VERSION 1
+typedef struct sbx_template_build_options {
+    unsigned version; /* SBX_TEMPLATE_OPTIONS_VERSION */
+    const char *name; /* the template's name: [a-z0-9][a-z0-9._-]{0,62}; replaces an older
+                         build of the same name once the new one is complete */
+    /* The definition: a Dockerfile subset (FROM, RUN, COPY, ADD, ENV, WORKDIR, USER, ARG,
+       LABEL, CMD; docs/templates.md), as a file path or as text (exactly one). FROM names
+       "base" (or another image of the image directory), a template of the store, or an
+       ext4 image path. */
+    const char *dockerfile;
+    const char *dockerfile_text;
+    const char *context; /* directory COPY and ADD read from; NULL: the file's directory (or
+                            the current directory with dockerfile_text) */
+    const char *const *build_args; /* "NAME=VALUE" for ARG, NULL-terminated, or NULL */
+    const char *const *tags;       /* labels of this build, NULL-terminated, or NULL */
+    unsigned vcpus;                /* of the template's sandboxes; 0: 1 (or FROM template's) */
+    unsigned memory_mib;           /* 0: 512 (or FROM template's) */
+    uint64_t disk_mib;             /* root disk size; the filesystem grows to it. 0: the image's */
+    /* Started after the last step and left running in the snapshot (overrides LABEL sbx.start
+       and CMD); NULL: none. */
+    const char *start_cmd;
+    /* When the template is ready to be snapshotted (overrides LABEL sbx.ready):
+       "cmd:COMMAND" (exits 0), "port:N" (a TCP port listens), "file:PATH" (exists),
+       "delay:MS". NULL: at once (after start_cmd was started). */
+    const char *ready;
+    unsigned ready_timeout_ms; /* 0: 120000 */
+    unsigned step_timeout_ms;  /* per RUN step; 0: 1800000 (30 minutes) */
+    int no_cache;              /* non-zero: run every step even if its layer is cached */
+    const char *template_dir;  /* the store (NULL: as sbx_options.template_dir) */
+    const char *kernel;        /* as sbx_options.kernel */
+    const char *image_dir;     /* as sbx_options.image_dir */
+    int host_loopback;         /* as sbx_options.host_loopback, for RUN steps */
+    /* Live output of RUN steps and the start command (stream 1 stdout, 2 stderr), and
+       progress, called on the building thread. Either may be NULL. */
+    sbx_output_fn on_output;
+    void (*on_progress)(void *ctx, const sbx_template_progress *p);
+    void *ctx;
+} sbx_template_build_options;
+
+#define SBX_TEMPLATE_BUILD_OPTIONS_INIT                                                            \
+    {                                                                                              \
+        .version = SBX_TEMPLATE_OPTIONS_VERSION                                                    \
+    }
+
+/* A template of the store. */
+typedef struct sbx_template_info {
+    char name[64];
+    int is_snapshot;     /* saved by sbx_snapshot() rather than built from a file */
+    char parent[256];    /* FROM (or the root image of a snapshot) */
+    unsigned vcpus, memory_mib;
+    uint64_t disk_mib;   /* 0: the image's size */
+    unsigned nsteps;     /* instructions; cached ones in the last build: ncached */
+    unsigned ncached;
+    uint64_t created_ns; /* CLOCK_REALTIME */
+    uint64_t memory_bytes, disk_bytes; /* allocated on the host by its snapshot */
+    uint64_t build_ms;   /* sbx_template_build() only: its duration */
+    char tags[256];      /* comma-separated */
+    char error[256];     /* sbx_template_list(): why this entry cannot be used, else "" */
+} sbx_template_info;
+
+/*
+ * Builds a template: every RUN executes in a builder sandbox started from the previous
+ * steps' disk layers, which are cached by the step and its inputs (an unchanged prefix is not
+ * run again; an unchanged file does no work at all). Then a sandbox of the template's size
+ * boots from the final layers, runs the start command, waits for the ready check, and is
+ * snapshotted with its processes running. Blocks until done. Returns 0 with *info filled (if
+ * not NULL), or an SBX_E* code with a message in err (if not NULL; a failed RUN step says
+ * which, with its exit code and last output lines).
+ */
+SBX_API int sbx_template_build(const sbx_template_build_options *o, sbx_template_info *info,
+                               char *err, size_t errlen);
+
+/* Lists the templates of a store (NULL: the default), sorted by name. Release with
+   sbx_template_list_free(). A store that does not exist lists as empty. */
+SBX_API int sbx_template_list(const char *template_dir, sbx_template_info **list, size_t *n,
+                              char *err, size_t errlen);
+SBX_API void sbx_template_list_free(sbx_template_info *list, size_t n);
+
+/* Removes a template and the cached layers nothing else uses. Sandboxes made from it keep
+   working. Returns 0, SBX_ENOENT, or SBX_EIO with a message in err. */
+SBX_API int sbx_template_remove(const char *template_dir, const char *name, char *err,
+                                size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

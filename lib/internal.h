@@ -142,6 +142,7 @@ struct sbx {
 
     /* Settings sent to envd (Configure) and metadata. */
     char **envs, *default_user; /* envs NULL-terminated */
+    char *default_cwd;          /* a template's WORKDIR, or NULL */
     char **meta;                /* "key=value", NULL-terminated */
     size_t nmeta;
 
@@ -163,6 +164,12 @@ void sbx_explain_guest(struct sbx *sb);
 /* For unit tests: a handle without a VM whose agent is a local envd listening on the unix
    socket `sock` (envd --test-listen=PATH). Operations work as on a real sandbox. */
 int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out);
+
+/* For the template builder: boots a sandbox whose root disk is options.rootfs with `layers`
+   (template store layers, bottom first) over it, `size` bytes large (0: the image's), whose
+   processes start in `cwd` by default (NULL: the user's home). */
+int sbx_create_layered(sbx **out, const sbx_options *opts, char *const *layers, unsigned n,
+                       uint64_t size, const char *cwd);
 
 /* Opens a new stream to envd (vsock, or the local test socket); fd is non-blocking. */
 int sbx_agent_dial(struct sbx *sb, int *fd);

@@ -452,7 +452,33 @@ static int handshake(struct sbx *sb, const struct waitctx *w)
     return r;
 }
 
-static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum origin how)
+/* The root disk's layers of a booted sandbox (the template builder's). */
+struct root_layers {
+    char *const *paths;
+    unsigned n;
+    uint64_t size;
+    const char *cwd; /* the default working directory, or NULL */
+};
+
+static int set_root_layers(struct sbx *sb, const struct root_layers *rl)
+{
+    sb->root_layers = calloc(rl->n ? rl->n : 1, sizeof(char *));
+    if (!sb->root_layers)
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    for (unsigned i = 0; i < rl->n; i++) {
+        if (!(sb->root_layers[i] = strdup(rl->paths[i])))
+            return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+        sb->nroot_layers = i + 1;
+    }
+    sb->root_durable = rl->n;
+    sb->root_size = rl->size;
+    if (rl->cwd && !(sb->default_cwd = strdup(rl->cwd)))
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    return 0;
+}
+
+static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum origin how,
+                  const struct root_layers *rl)
 {
     if (!out)
         return SBX_EINVAL;
@@ -461,6 +487,8 @@ static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum 
     if (!sb)
         return SBX_ENOMEM;
     int r = copy_options(sb, opts, how == BOOT);
+    if (r == 0 && rl)
+        r = set_root_layers(sb, rl);
     if (r == 0 && how != BOOT) {
         r = snap_open(sb, snapdir,
                       how == RESUME ? SNAP_KEEP_SETTINGS | SNAP_KEEP_ID
@@ -508,7 +536,7 @@ int sbx_create(sbx **out, const sbx_options *opts)
 {
     const char *tpl = opts && opts->version >= 3 ? opts->template_name : NULL;
     if (!tpl)
-        return create(out, opts, NULL, BOOT);
+        return create(out, opts, NULL, BOOT, NULL);
     char *dir = NULL;
     char err[SBX_ERRMSG_MAX];
     int r = template_snapshot_dir(tpl, opts->template_dir, &dir, err, sizeof(err));
@@ -521,16 +549,23 @@ int sbx_create(sbx **out, const sbx_options *opts)
         }
         return r;
     }
-    r = create(out, opts, dir, FROM_TEMPLATE);
+    r = create(out, opts, dir, FROM_TEMPLATE, NULL);
     free(dir);
     return r;
+}
+
+int sbx_create_layered(sbx **out, const sbx_options *opts, char *const *layers, unsigned n,
+                       uint64_t size, const char *cwd)
+{
+    struct root_layers rl = {layers, n, size, cwd};
+    return create(out, opts, NULL, BOOT, &rl);
 }
 
 int sbx_resume(sbx **out, const char *path, const sbx_options *opts)
 {
     if (!out || !path)
         return SBX_EINVAL;
-    int r = create(out, opts, path, RESUME);
+    int r = create(out, opts, path, RESUME, NULL);
     /* The files stay open and mapped: the directory is no longer needed, and a second resume
        of the same pause would make a second sandbox with the same id. */
     if (r == 0)
@@ -612,7 +647,7 @@ int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out)
         dir = NULL;
     r = dir ? snap_capture(sb, dir, false) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     for (unsigned i = 0; r == 0 && i < n; i++) {
-        r = create(&out[i], opts, dir, FORK);
+        r = create(&out[i], opts, dir, FORK, NULL);
         if (r < 0) {
             sbx_seterr(sb, r, "sbx_fork: copy %u: %s", i, sbx_errmsg(out[i]));
             for (unsigned j = 0; j <= i; j++) {

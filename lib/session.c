@@ -164,8 +164,9 @@ void session_free(struct sbx *sb)
     free_list(sb->envs);
     free_list(sb->meta);
     free(sb->default_user);
+    free(sb->default_cwd);
     sb->envs = sb->meta = NULL;
-    sb->default_user = NULL;
+    sb->default_user = sb->default_cwd = NULL;
 }
 
 int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
@@ -191,6 +192,7 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
         cfg.entropy.len = sizeof(entropy);
     }
     cfg.clock_ns = realtime_ns();
+    cfg.default_cwd = sb->default_cwd ? sb->default_cwd : "";
     cfg.default_user = sb->default_user ? sb->default_user : "";
     Sbx__Agent__NetConfig net = SBX__AGENT__NET_CONFIG__INIT;
     char addr[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN], dns[INET_ADDRSTRLEN];

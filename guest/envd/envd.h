@@ -149,6 +149,8 @@ int user_groups(const struct envd_user *u, uint32_t *groups, int max);
 void user_name(uint32_t uid, char *buf, size_t cap);
 void group_name(uint32_t gid, char *buf, size_t cap);
 /* Applies a Configure request (answers it). */
+/* The sandbox-wide default working directory ("" = none: the user's home). */
+const char *users_default_cwd(void);
 void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *cfg);
 /* The sandbox-wide environment ("K=V", NULL-terminated). */
 char *const *users_env(void);

@@ -279,7 +279,10 @@ static void mount_api_filesystems(void)
     const unsigned long common = MS_NOSUID | MS_NOEXEC;
     mount_soft("devpts", "/dev/pts", "devpts", common, "ptmxmode=0666,gid=5,mode=0620");
     mount_soft("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    mount_soft("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    /* /tmp stays on the root disk, as in a container image: what a template's RUN step leaves
+       there is part of its layer, and of the template. */
+    if (mkdir("/tmp", 01777) == 0 || errno == EEXIST)
+        (void)!chmod("/tmp", 01777);
     mount_soft("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
     mount_soft("cgroup2", "/sys/fs/cgroup", "cgroup2", common | MS_NODEV, NULL);
     /* What udev or systemd would normally create; bash process substitution needs /dev/fd. */

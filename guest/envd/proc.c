@@ -1339,9 +1339,11 @@ static void proc_start(struct server *s, struct conn *c, uint32_t id,
     }
     char cwd[MAX_PATH];
     struct stat st;
-    if (ps->cwd[0]) {
-        if ((err = resolve_path(ps->cwd, &u, cwd, sizeof(cwd))) != 0) {
-            conn_errno(c, id, err, "cwd %.256s", ps->cwd);
+    /* The request's cwd, else the sandbox's default (a template's WORKDIR), else home. */
+    const char *want = ps->cwd[0] ? ps->cwd : users_default_cwd();
+    if (want[0]) {
+        if ((err = resolve_path(want, &u, cwd, sizeof(cwd))) != 0) {
+            conn_errno(c, id, err, "cwd %.256s", want);
             return;
         }
         if (stat(cwd, &st) < 0) {

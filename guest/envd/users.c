@@ -18,8 +18,9 @@
 #define MAX_ENV_LEN (64u << 10)
 
 /* The sandbox-wide settings (envd is single-threaded; this is its one copy). */
-static char **cfg_envs;   /* NULL-terminated */
-static char cfg_user[64]; /* "" = automatic */
+static char **cfg_envs;    /* NULL-terminated */
+static char cfg_user[64];  /* "" = automatic */
+static char cfg_cwd[4096]; /* "" = the user's home */
 static char *const no_envs[] = {NULL};
 
 /* Parses a decimal id; false if s is not one. */
@@ -199,9 +200,20 @@ static void refresh_clone(const Sbx__Agent__Configure *cfg)
         close(fd);
 }
 
+const char *users_default_cwd(void)
+{
+    return cfg_cwd;
+}
+
 void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *cfg)
 {
     refresh_clone(cfg);
+    if (strlen(cfg->default_cwd) >= sizeof(cfg_cwd) ||
+        (cfg->default_cwd[0] && cfg->default_cwd[0] != '/')) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0,
+                   "default cwd must be an absolute path shorter than %zu bytes", sizeof(cfg_cwd));
+        return;
+    }
     if (cfg->n_envs > MAX_ENVS) {
         conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0,
                    "%zu environment variables; at most %d", cfg->n_envs, MAX_ENVS);
@@ -242,6 +254,7 @@ void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *c
     free_envs(cfg_envs);
     cfg_envs = envs;
     snprintf(cfg_user, sizeof(cfg_user), "%s", cfg->default_user);
+    snprintf(cfg_cwd, sizeof(cfg_cwd), "%s", cfg->default_cwd);
     conn_ok(c, id);
 }
 

@@ -345,6 +345,7 @@ static int save_state(struct sbx *sb, struct capture *c, const char *dir)
         c->session.n_envs++;
     c->session.envs = sb->envs;
     c->session.default_user = sb->default_user ? sb->default_user : "";
+    c->session.default_cwd = sb->default_cwd ? sb->default_cwd : "";
     c->meta = session_meta_joined(sb);
     if (!c->meta)
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
@@ -579,7 +580,7 @@ static int check_state(struct sbx *sb, const char *dir, const Sbx__Snap__State *
             return bad(sb, dir, "root disk layer");
     const Sbx__Snap__Session *s = st->session;
     if (!str_ok(s->sandbox_id, sizeof(sb->id) - 1) || !str_ok(s->default_user, 255) ||
-        !list_ok(s->envs, s->n_envs, MAX_STRINGS, 65536) ||
+        !str_ok(s->default_cwd, 4095) || !list_ok(s->envs, s->n_envs, MAX_STRINGS, 65536) ||
         !list_ok(s->metadata, s->n_metadata, 64, 2048))
         return bad(sb, dir, "session");
     return 0;
@@ -715,6 +716,9 @@ int snap_open(struct sbx *sb, const char *dir, int keep)
                        "snapshot %s was taken with networking %s; a sandbox made from it must "
                        "use the same (restrict it with a policy instead)",
                        dir, m->network == SBX_NET_NAT ? "on (NAT)" : "off");
+    if (r == 0 && st->session->default_cwd[0] &&
+        !(sb->default_cwd = strdup(st->session->default_cwd)))
+        r = sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     if (r == 0 && (keep & SNAP_KEEP_ID) && st->session->sandbox_id[0])
         snprintf(sb->id, sizeof(sb->id), "%s", st->session->sandbox_id);
     if (r == 0) {

@@ -47,6 +47,7 @@ struct blk {
     int fd;               /* the backing file (O_RDONLY unless BLK_RW) */
     int ovl_fd;           /* BLK_EPHEMERAL: unlinked sparse overlay, else -1 */
     uint8_t *ovl_written; /* BLK_EPHEMERAL: bit per OVL_BLOCK block present in the overlay */
+    uint8_t *dirty;       /* BLK_EPHEMERAL: overlay blocks written since virtio_blk_save_dirty */
     uint64_t size;        /* bytes */
     uint64_t capacity;    /* sectors */
     char serial[VIRTIO_BLK_ID_BYTES];
@@ -122,6 +123,7 @@ static int disk_io(struct blk *b, uint8_t *buf, size_t len, uint64_t off, bool w
             if (io_full(b->ovl_fd, buf, chunk, off, true) < 0)
                 return -1;
             b->ovl_written[blk / 8] |= (uint8_t)(1u << (blk % 8));
+            b->dirty[blk / 8] |= (uint8_t)(1u << (blk % 8));
         }
         buf += chunk;
         len -= chunk;
@@ -245,6 +247,7 @@ static void blk_free(struct blk *b)
     }
     free(b->layers);
     free(b->ovl_written);
+    free(b->dirty);
     free(b);
 }
 
@@ -439,7 +442,8 @@ int virtio_blk_create(struct virtio_dev **out, const struct devhost *host,
             goto fail;
         }
         b->ovl_written = calloc(map_bytes(b->size), 1);
-        if (!b->ovl_written) {
+        b->dirty = calloc(map_bytes(b->size), 1);
+        if (!b->ovl_written || !b->dirty) {
             snprintf(err, errlen, "virtio-blk: out of memory");
             rc = SBX_ENOMEM;
             goto fail;
@@ -477,8 +481,23 @@ static int copy_range(int from, int to, uint64_t off, uint64_t len, uint8_t *buf
     return 0;
 }
 
-int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *bytes, char *err,
-                         size_t errlen)
+/* The file holding block `blk` for a diff: the overlay if it has it, else the topmost layer
+   at or above `keep` that has it; -1 when the block is not part of the diff. dirty_only: only
+   overlay blocks written since the last such diff. */
+static int diff_source(const struct blk *b, uint64_t blk, unsigned keep, bool dirty_only)
+{
+    if (dirty_only)
+        return bit_test(b->dirty, blk) ? b->ovl_fd : -1;
+    if (ovl_test(b, blk))
+        return b->ovl_fd;
+    for (unsigned i = b->nlayers; i-- > keep;)
+        if (bit_test(b->layers[i].map, blk))
+            return b->layers[i].fd;
+    return -1;
+}
+
+static int save_diff(struct virtio_dev *d, int fd, unsigned keep, bool dirty_only, uint64_t *bytes,
+                     char *err, size_t errlen)
 {
     struct blk *b = d->priv;
     enum { CHUNK = 1u << 20 };
@@ -504,17 +523,7 @@ int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *
     uint64_t run_start = 0, run_len = 0;
     int run_fd = -1;
     for (uint64_t blk = 0; rc == 0 && blk <= nblocks; blk++) {
-        int src = -1;
-        if (blk < nblocks) {
-            if (ovl_test(b, blk))
-                src = b->ovl_fd;
-            else
-                for (unsigned i = b->nlayers; i-- > keep;)
-                    if (bit_test(b->layers[i].map, blk)) {
-                        src = b->layers[i].fd;
-                        break;
-                    }
-        }
+        int src = blk < nblocks ? diff_source(b, blk, keep, dirty_only) : -1;
         if (run_len && (src != run_fd || run_len >= CHUNK / OVL_BLOCK)) {
             uint64_t off = run_start * OVL_BLOCK, len = run_len * OVL_BLOCK;
             if (off + len > b->size)
@@ -533,6 +542,8 @@ int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *
             run_len++;
         }
     }
+    if (rc == 0 && dirty_only)
+        memset(b->dirty, 0, mlen);
     pthread_mutex_unlock(&d->lock);
     struct diff_trailer t = {.version = DIFF_VERSION, .block = OVL_BLOCK, .disk_size = b->size};
     memcpy(t.magic, DIFF_MAGIC, 8);
@@ -548,4 +559,15 @@ int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *
     free(map);
     free(buf);
     return rc;
+}
+
+int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *bytes, char *err,
+                         size_t errlen)
+{
+    return save_diff(d, fd, keep, false, bytes, err, errlen);
+}
+
+int virtio_blk_save_dirty(struct virtio_dev *d, int fd, uint64_t *bytes, char *err, size_t errlen)
+{
+    return save_diff(d, fd, 0, true, bytes, err, errlen);
 }

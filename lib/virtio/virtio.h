@@ -112,6 +112,11 @@ uint64_t virtio_blk_size(struct virtio_dev *d);
 int virtio_blk_save_diff(struct virtio_dev *d, int fd, unsigned keep, uint64_t *bytes, char *err,
                          size_t errlen);
 
+/* Writes a diff layer of the blocks the guest wrote since the previous call (or since the
+   device was created): one build step's changes, to stack on the layers below. Callable while
+   the device thread runs (the device lock is held meanwhile). */
+int virtio_blk_save_dirty(struct virtio_dev *d, int fd, uint64_t *bytes, char *err, size_t errlen);
+
 /* ---- virtio-vsock (userspace device; there is no vhost-vsock) ---- */
 #define VSOCK_HOST_CID 2
 
