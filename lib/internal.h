@@ -47,6 +47,8 @@ struct callslot {
 };
 
 struct agent_conn;
+struct reap;
+struct snap_restore;
 struct expose_state;
 struct netfilter;
 struct net;
@@ -98,6 +100,7 @@ struct sbx {
     unsigned nroot_layers, root_durable;
     uint64_t root_size;
     struct snap_restore *restore; /* the snapshot being restored (inside sbx_create) */
+    struct reap *reap;            /* vm_teardown_async: what to release later */
     /* Network (lib/ops/network.c): the mode, the filter made from the options (handed to the
        device when it is created), and the device's NAT. */
     int network;          /* enum sbx_network_mode */

@@ -619,7 +619,7 @@ int sbx_pause(sbx *sb, const char *path)
         registry_remove(sb);
     expose_destroy(sb);
     sbx_stop(sb, SBX_STATE_PAUSED, "the sandbox was paused to %s", path);
-    vm_teardown(sb);
+    vm_teardown_async(sb);
     agent_pool_free(sb);
     return 0;
 }
@@ -698,7 +698,7 @@ void sbx_destroy(sbx *sb)
     if (sb->info.id[0])
         registry_remove(sb);
     expose_destroy(sb); /* before the VM: its thread dials envd through the vsock device */
-    vm_teardown(sb);
+    vm_teardown_async(sb);
     agent_pool_free(sb);
     if (sb->ctl_fd >= 0)
         close(sb->ctl_fd);

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "snapshot.pb-c.h"
+
 struct sbx;
 struct vcpu;
 
@@ -34,6 +36,11 @@ int snap_capture(struct sbx *sb, const char *dir, bool stay_parked);
 #define SNAP_KEEP_SETTINGS 1
 #define SNAP_KEEP_ID       2
 int snap_open(struct sbx *sb, const char *dir, int keep);
+
+/* Parses and checks a state file's bytes (header, checksum, protobuf, every value) for a host
+   whose vCPUs have XSAVE areas of xsave_size bytes. Returns NULL with *out (free with
+   sbx__snap__state__free_unpacked), or what is wrong. No I/O, no KVM: fuzzed. */
+const char *snap_parse(const uint8_t *file, size_t len, size_t xsave_size, Sbx__Snap__State **out);
 
 /* Frees sb->restore. */
 void snap_close(struct sbx *sb);

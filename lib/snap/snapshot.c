@@ -524,69 +524,99 @@ static const char *cpuid_mismatch(int kvm_fd, const Sbx__Snap__Vcpu *v)
     return why;
 }
 
-/* Checks everything in the state that is used before the guest runs. */
-static int check_state(struct sbx *sb, const char *dir, const Sbx__Snap__State *st)
+/* Checks everything in the state that is used before the guest runs. Returns NULL or what
+   is wrong. */
+static const char *check_state(const Sbx__Snap__State *st, size_t xsave_size)
 {
     if (st->format != SNAP_FORMAT)
-        return bad(sb, dir, "unknown format version");
+        return "unknown format version";
     const Sbx__Snap__Machine *m = st->machine;
     if (!m || !st->vm || !st->serial || !st->root || !st->session || !st->root->image)
-        return bad(sb, dir, "a section is missing");
+        return "a section is missing";
     if (m->vcpus < 1 || m->vcpus > SBX_MAX_VCPUS || st->n_vcpus != m->vcpus)
-        return bad(sb, dir, "vCPU count");
+        return "vCPU count";
     if (m->memory_mib < 64 || m->memory_mib > 65536)
-        return bad(sb, dir, "memory size");
+        return "memory size";
     uint64_t total = (uint64_t)m->memory_mib << 20;
     uint64_t lo = total < LAYOUT_MMIO_START ? total : LAYOUT_MMIO_START;
     if (m->lo_size != lo || m->hi_size != total - lo)
-        return bad(sb, dir, "memory layout");
-    if (m->xsave_size != xstate_xsave_size(sb->kvm_fd))
-        return sbx_seterr(sb, SBX_EIMAGE,
-                          "snapshot %s was taken on a host with another CPU (XSAVE area of %u "
-                          "bytes, here %zu)",
-                          dir, m->xsave_size, xstate_xsave_size(sb->kvm_fd));
+        return "memory layout";
+    if (m->xsave_size != xsave_size)
+        return "it was taken on a host with another CPU (XSAVE area size)";
     if (m->network != SBX_NET_NAT && m->network != SBX_NET_NONE)
-        return bad(sb, dir, "network mode");
+        return "network mode";
     if (!str_ok(m->kernel, PATH_MAX - 1) || !str_ok(m->kernel_release, 64) ||
         !str_ok(m->envd_version, 31) || !str_ok(m->os_name, 127))
-        return bad(sb, dir, "guest description");
+        return "guest description";
     for (size_t i = 0; i < st->n_vcpus; i++) {
         const char *w = xstate_vcpu_check(st->vcpus[i], m->xsave_size);
-        if (w) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "vCPU %zu: %s", i, w);
-            return bad(sb, dir, msg);
-        }
+        if (w)
+            return w;
     }
-    const char *w = cpuid_mismatch(sb->kvm_fd, st->vcpus[0]);
+    const char *w = xstate_vm_check(st->vm);
     if (w)
-        return sbx_seterr(sb, SBX_EIMAGE, "snapshot %s: %s", dir, w);
-    if ((w = xstate_vm_check(st->vm)))
-        return bad(sb, dir, w);
+        return w;
     unsigned ndev = 2 + (m->network == SBX_NET_NAT);
     if (st->n_devices != ndev)
-        return bad(sb, dir, "device count");
+        return "device count";
     for (size_t i = 0; i < st->n_devices; i++)
         if (st->devices[i]->n_queues > VIRTIO_STATE_QUEUES)
-            return bad(sb, dir, "queue count");
+            return "queue count";
     if (st->serial->regs.len != 8 || st->serial->console.len > SERIAL_RING_SIZE)
-        return bad(sb, dir, "serial port");
+        return "serial port";
     const Sbx__Snap__Disk *d = st->root;
     if (d->size == 0 || d->size % PAGE || d->n_layers < 1 || d->n_layers > MAX_LAYERS ||
         !str_ok(d->image->path, PATH_MAX - 1) || !d->image->path[0])
-        return bad(sb, dir, "root disk");
-    for (size_t i = 0; i < d->n_layers; i++)
+        return "root disk";
+    bool durable = true;
+    for (size_t i = 0; i < d->n_layers; i++) {
         if (!str_ok(d->layers[i]->path, PATH_MAX - 1) || !d->layers[i]->path[0])
-            return bad(sb, dir, "root disk layer");
+            return "root disk layer";
+        if (d->layers[i]->durable && !durable)
+            return "a durable disk layer above a snapshot's own";
+        durable = d->layers[i]->durable;
+    }
     const Sbx__Snap__Session *s = st->session;
-    if (!str_ok(s->sandbox_id, sizeof(sb->id) - 1) || !str_ok(s->default_user, 255) ||
+    if (!str_ok(s->sandbox_id, 31) || !str_ok(s->default_user, 255) ||
         !str_ok(s->default_cwd, 4095) || !list_ok(s->envs, s->n_envs, MAX_STRINGS, 65536) ||
         !list_ok(s->metadata, s->n_metadata, 64, 2048))
-        return bad(sb, dir, "session");
-    return 0;
+        return "session";
+    for (size_t i = 0; i < s->n_metadata; i++)
+        if (!strchr(s->metadata[i], '='))
+            return "session metadata";
+    return NULL;
 }
 
-/* Reads dir/state: header, checksum, protobuf. */
+const char *snap_parse(const uint8_t *file, size_t len, size_t xsave_size, Sbx__Snap__State **out)
+{
+    struct snap_header h;
+    *out = NULL;
+    if (len < sizeof(h))
+        return "state file truncated";
+    memcpy(&h, file, sizeof(h));
+    if (memcmp(h.magic, SNAP_MAGIC, sizeof(h.magic)) ||
+        h.header_crc !=
+            (uint32_t)crc32(0, (const Bytef *)&h, offsetof(struct snap_header, header_crc)))
+        return "not a snapshot state file (bad magic or header checksum)";
+    if (h.format != SNAP_FORMAT)
+        return "its format is not the one this library reads (rebuild it)";
+    if (h.length > SNAP_STATE_MAX || len != sizeof(h) + h.length)
+        return "state file truncated or of the wrong size";
+    if ((uint32_t)crc32(0, file + sizeof(h), (uInt)h.length) != h.crc)
+        return "state checksum mismatch (corrupted)";
+    Sbx__Snap__State *st = sbx__snap__state__unpack(NULL, h.length, file + sizeof(h));
+    if (!st)
+        return "state does not decode";
+    const char *w = check_state(st, xsave_size);
+    if (w) {
+        sbx__snap__state__free_unpacked(st, NULL);
+        return w;
+    }
+    *out = st;
+    return NULL;
+}
+
+/* Reads and checks dir/state. */
 static int read_state_file(struct sbx *sb, const char *dir, Sbx__Snap__State **out)
 {
     char *path = path_join(dir, SNAP_STATE_FILE);
@@ -595,33 +625,21 @@ static int read_state_file(struct sbx *sb, const char *dir, Sbx__Snap__State **o
     if (fd < 0)
         return sbx_seterr(sb, errno == ENOENT ? SBX_ENOENT : SBX_EIO,
                           "snapshot %s: cannot open its state file: %s", dir, strerror(errno));
-    struct snap_header h;
     struct stat st;
     uint8_t *buf = NULL;
     int r = 0;
-    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < sizeof(h) ||
-        read_all(fd, &h, sizeof(h), 0) < 0)
-        r = bad(sb, dir, "state file truncated");
-    else if (memcmp(h.magic, SNAP_MAGIC, sizeof(h.magic)) ||
-             h.header_crc !=
-                 (uint32_t)crc32(0, (const Bytef *)&h, offsetof(struct snap_header, header_crc)))
-        r = bad(sb, dir, "not a snapshot state file (bad magic or header checksum)");
-    else if (h.format != SNAP_FORMAT)
-        r = sbx_seterr(sb, SBX_EIMAGE,
-                       "snapshot %s has format %u; this library reads format %d (rebuild it)", dir,
-                       h.format, SNAP_FORMAT);
-    else if (h.length > SNAP_STATE_MAX || (uint64_t)st.st_size != sizeof(h) + h.length)
-        r = bad(sb, dir, "state file truncated or of the wrong size");
-    else if (!(buf = malloc(h.length ? h.length : 1)))
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > SNAP_STATE_MAX + sizeof(struct snap_header))
+        r = bad(sb, dir, "state file unreadable or too large");
+    else if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1)))
         r = sbx_seterr(sb, SBX_ENOMEM, "out of memory");
-    else if (read_all(fd, buf, h.length, sizeof(h)) < 0)
+    else if (read_all(fd, buf, (size_t)st.st_size, 0) < 0)
         r = bad(sb, dir, "state file unreadable");
-    else if ((uint32_t)crc32(0, buf, (uInt)h.length) != h.crc)
-        r = bad(sb, dir, "state checksum mismatch (corrupted)");
-    else if (!(*out = sbx__snap__state__unpack(NULL, h.length, buf)))
-        r = bad(sb, dir, "state does not decode");
-    free(buf);
     close(fd);
+    const char *w =
+        r == 0 ? snap_parse(buf, (size_t)st.st_size, xstate_xsave_size(sb->kvm_fd), out) : NULL;
+    if (w)
+        r = bad(sb, dir, w);
+    free(buf);
     return r;
 }
 
@@ -657,8 +675,9 @@ int snap_open(struct sbx *sb, const char *dir, int keep)
         return sbx_seterr(sb, SBX_ENOKVM, "cannot open /dev/kvm: %s", strerror(errno));
     Sbx__Snap__State *st = NULL;
     int r = read_state_file(sb, dir, &st);
-    if (r == 0)
-        r = check_state(sb, dir, st);
+    const char *w = r == 0 ? cpuid_mismatch(sb->kvm_fd, st->vcpus[0]) : NULL;
+    if (w)
+        r = sbx_seterr(sb, SBX_EIMAGE, "snapshot %s: %s", dir, w);
     struct snap_restore *rs = calloc(1, sizeof(*rs));
     if (r == 0 && !rs)
         r = sbx_seterr(sb, SBX_ENOMEM, "out of memory");
@@ -708,9 +727,6 @@ int snap_open(struct sbx *sb, const char *dir, int keep)
     sb->root_durable = 0;
     while (sb->root_durable < d->n_layers && d->layers[sb->root_durable]->durable)
         sb->root_durable++;
-    for (size_t i = sb->root_durable; r == 0 && i < d->n_layers; i++)
-        if (d->layers[i]->durable)
-            r = bad(sb, dir, "a durable disk layer above a snapshot's own");
     if (r == 0 && m->network != sb->network)
         r = sbx_seterr(sb, SBX_EINVAL,
                        "snapshot %s was taken with networking %s; a sandbox made from it must "

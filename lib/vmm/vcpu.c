@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "snap/snap.h"
 #include "vmm/vcpu.h"
+#include "vmm/vm.h"
 #include "vmm/x86/cpu.h"
 
 int vcpu_kick_signal(void)
@@ -302,10 +303,8 @@ void vcpu_join(struct vcpu *v)
 void vcpu_destroy(struct vcpu *v)
 {
     vcpu_join(v);
-    if (v->run)
-        munmap(v->run, (size_t)v->sb->run_size);
-    if (v->fd >= 0)
-        close(v->fd);
+    vm_release_map(v->sb, v->run, (size_t)v->sb->run_size);
+    vm_release_fd(v->sb, v->fd);
     v->run = NULL;
     v->fd = -1;
 }

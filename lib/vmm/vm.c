@@ -31,6 +31,83 @@
 #define I8042_COMMAND 0x64
 #define I8042_RESET   0xfe
 
+/* ---- releasing kernel objects off the caller's path ---------------------------------- */
+
+/* Closing a VM makes the kernel tear down its memory slots and page tables, and unmapping
+   guest memory frees every page it touched: milliseconds that sbx_destroy() hands to a
+   detached thread (vm_teardown_async). */
+struct reap {
+    unsigned n;
+    struct {
+        int fd;
+        void *addr;
+        size_t len;
+    } item[2 * SBX_MAX_VCPUS + 4];
+};
+
+static void release(struct reap *r)
+{
+    /* In the order collected: vCPUs, guest memory, the VM, /dev/kvm. */
+    for (unsigned i = 0; i < r->n; i++) {
+        if (r->item[i].addr)
+            munmap(r->item[i].addr, r->item[i].len);
+        else
+            close(r->item[i].fd);
+    }
+    free(r);
+}
+
+static void *reaper(void *arg)
+{
+    release(arg);
+    return NULL;
+}
+
+void vm_release_fd(struct sbx *sb, int fd)
+{
+    if (fd < 0)
+        return;
+    if (sb->reap && sb->reap->n < sizeof(sb->reap->item) / sizeof(sb->reap->item[0]))
+        sb->reap->item[sb->reap->n++].fd = fd;
+    else
+        close(fd);
+}
+
+void vm_release_map(struct sbx *sb, void *addr, size_t len)
+{
+    if (!addr)
+        return;
+    if (sb->reap && sb->reap->n < sizeof(sb->reap->item) / sizeof(sb->reap->item[0])) {
+        sb->reap->item[sb->reap->n].addr = addr;
+        sb->reap->item[sb->reap->n++].len = len;
+    } else {
+        munmap(addr, len);
+    }
+}
+
+void vm_teardown_async(struct sbx *sb)
+{
+    sb->reap = calloc(1, sizeof(*sb->reap));
+    vm_teardown(sb);
+    struct reap *r = sb->reap;
+    sb->reap = NULL;
+    if (!r || !r->n) {
+        free(r);
+        return;
+    }
+    pthread_attr_t a;
+    pthread_t t;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the reaper takes no signals */
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &a, reaper, r) != 0)
+        release(r);
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* ---- stage: /dev/kvm ---------------------------------------------------------------- */
 
 static bool cpu_has_hw_virt(void)
@@ -99,8 +176,7 @@ static int open_kvm(struct sbx *sb)
 
 static void close_kvm(struct sbx *sb)
 {
-    if (sb->kvm_fd >= 0)
-        close(sb->kvm_fd);
+    vm_release_fd(sb, sb->kvm_fd);
     sb->kvm_fd = -1;
 }
 
@@ -129,8 +205,7 @@ static int create_vm(struct sbx *sb)
 
 static void destroy_vm(struct sbx *sb)
 {
-    if (sb->vm_fd >= 0)
-        close(sb->vm_fd);
+    vm_release_fd(sb, sb->vm_fd);
     sb->vm_fd = -1;
 }
 
@@ -179,8 +254,7 @@ static int create_memory(struct sbx *sb)
 
 static void destroy_memory(struct sbx *sb)
 {
-    if (sb->mem.lo)
-        munmap(sb->mem.lo, sb->mem_map_size);
+    vm_release_map(sb, sb->mem.lo, sb->mem_map_size);
     memset(&sb->mem, 0, sizeof(sb->mem));
 }
 

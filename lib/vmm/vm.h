@@ -12,6 +12,14 @@ int vm_build(struct sbx *sb);
 /* Stops the VM (if running) and undoes every completed stage. Idempotent. */
 void vm_teardown(struct sbx *sb);
 
+/* vm_teardown, with the release of the VM, its vCPUs and guest memory (slow in the kernel)
+   left to a detached thread. For sbx_destroy(). */
+void vm_teardown_async(struct sbx *sb);
+
+/* Closes fd / unmaps [addr, addr + len) now, or later during vm_teardown_async. */
+void vm_release_fd(struct sbx *sb, int fd);
+void vm_release_map(struct sbx *sb, void *addr, size_t len);
+
 /* Stops the device thread (its loop keeps every event) and starts it again: while it stands
    still, no device touches guest memory or its own state. */
 void vm_io_pause(struct sbx *sb);

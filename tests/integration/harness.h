@@ -64,4 +64,18 @@ double itest_ms(void);
 /* A file in a fresh temporary directory (removed at exit); returns its path (static). */
 const char *itest_tmpfile(const char *name, const void *data, size_t len);
 
+/* Builds a one-package Debian repository (package sbx-hello, whose program prints "hello from
+   a package") and serves it over HTTP on the host's 127.0.0.1; returns the port. Skips the
+   test (with the reason) when dpkg-deb, dpkg-scanpackages or python3 are missing. The server
+   stops and the files go when the test process exits. A guest with host_loopback reaches it
+   at 10.0.2.2:PORT; ITEST_APT_INSTALL (a printf format taking the port as a string)
+   installs the package from there. */
+unsigned itest_apt_repo(void);
+#define ITEST_APT_INSTALL                                                                          \
+    "echo 'deb [trusted=yes] http://10.0.2.2:%s ./' > /etc/apt/sources.list.d/local.list "         \
+    "&& A='-o Dir::Etc::sourcelist=/etc/apt/sources.list.d/local.list "                            \
+    "-o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 -q' "                                  \
+    "&& apt-get $A update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get $A install "        \
+    "-y --no-install-recommends sbx-hello >/dev/null"
+
 #endif

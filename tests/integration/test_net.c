@@ -283,75 +283,18 @@ SBX_TEST(network_off_leaves_loopback)
 }
 
 /* Runs a host command; skips the test (with the reason) when it fails. */
-static void host_or_skip(const char *cmd, const char *why)
-{
-    if (system(cmd) != 0) {
-        fprintf(stderr, "skip: %s (%s failed)\n", why, cmd);
-        exit(ITEST_SKIP);
-    }
-}
-
-static char apt_dir[64];
-
-/* The repository's server and files go also when a CHECK fails (it exits). */
-static void apt_cleanup(void)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "kill $(cat %s/http.pid 2>/dev/null) 2>/dev/null; rm -rf %s",
-             apt_dir, apt_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleaning up %s failed\n", apt_dir);
-}
-
 SBX_TEST(apt_get_install_through_the_nat)
 {
     /* What a template's `RUN apt-get install` does, against a package repository this test
        serves on the host's loopback (so no traffic leaves the machine): apt fetches the index
        and the package over HTTP through the NAT, and the package works. */
-    char *dir = apt_dir, cmd[1024];
-    snprintf(apt_dir, sizeof(apt_dir), "/tmp/sbx-apt-XXXXXX");
-    CHECK(mkdtemp(apt_dir) != NULL);
-    atexit(apt_cleanup);
-    snprintf(cmd, sizeof(cmd),
-             "set -e; cd %s; mkdir -p pkg/DEBIAN pkg/usr/bin repo;"
-             "printf 'Package: sbx-hello\\nVersion: 1.0\\nArchitecture: all\\n"
-             "Maintainer: libsandbox tests <tests@example.invalid>\\n"
-             "Description: a package for the apt test\\n' > pkg/DEBIAN/control;"
-             "printf '#!/bin/sh\\necho hello from a package\\n' > pkg/usr/bin/sbx-hello;"
-             "chmod 755 pkg/usr/bin/sbx-hello;"
-             "dpkg-deb --root-owner-group --build pkg repo/sbx-hello_1.0_all.deb >/dev/null;"
-             "cd repo && dpkg-scanpackages . /dev/null > Packages 2>/dev/null",
-             dir);
-    host_or_skip(cmd, "building a package repository needs dpkg-deb and dpkg-scanpackages");
-    snprintf(cmd, sizeof(cmd),
-             "cd %s && { /usr/bin/python3 -u -m http.server 0 --bind 127.0.0.1 --directory repo "
-             "> http.log 2>&1 & echo $! > http.pid; }",
-             dir);
-    host_or_skip(cmd, "serving the repository needs /usr/bin/python3");
-    unsigned port = 0;
-    for (int i = 0; i < 100 && !port; i++) {
-        char path[256], line[256] = "";
-        snprintf(path, sizeof(path), "%s/http.log", dir);
-        FILE *f = fopen(path, "r");
-        if (f && fgets(line, sizeof(line), f))
-            sscanf(line, "Serving HTTP on %*s port %u", &port);
-        if (f)
-            fclose(f);
-        usleep(100000);
-    }
-    CHECK(port != 0);
-
+    char port[16], cmd[1024];
+    snprintf(port, sizeof(port), "%u", itest_apt_repo());
     sbx_options o = itest_options("base");
     o.host_loopback = 1;
     sbx *sb = boot(&o);
     char out[4096];
-    snprintf(cmd, sizeof(cmd),
-             "echo 'deb [trusted=yes] http://10.0.2.2:%u ./' > /etc/apt/sources.list.d/local.list "
-             "&& A='-o Dir::Etc::sourcelist=/etc/apt/sources.list.d/local.list "
-             "-o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 -q' "
-             "&& apt-get $A update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get $A install "
-             "-y --no-install-recommends sbx-hello >/dev/null && sbx-hello",
-             port);
+    snprintf(cmd, sizeof(cmd), ITEST_APT_INSTALL " && sbx-hello", port);
     CHECK(sh_as(sb, "root", cmd, out, sizeof(out)) == 0);
     CHECK(strcmp(out, "hello from a package\n") == 0);
     sbx_destroy(sb);

@@ -75,12 +75,14 @@ static int on_output(void *ctx_, int stream, const void *data, size_t len)
 }
 
 static unsigned ready_timeout_ms; /* 0: the default */
+static int host_loopback;
 
 static int build(const char *name, const char *text, const char *const *args,
                  sbx_template_info *info, char *err, size_t errlen)
 {
     sbx_template_build_options o = SBX_TEMPLATE_BUILD_OPTIONS_INIT;
     o.ready_timeout_ms = ready_timeout_ms;
+    o.host_loopback = host_loopback;
     o.name = name;
     o.dockerfile_text = text;
     o.context = ctx;
@@ -249,5 +251,21 @@ SBX_TEST(many_sandboxes_from_one_template)
     free(all);
 }
 
+SBX_TEST(apt_get_install_in_a_run_step)
+{
+    /* A template step installs a package with apt-get through the NAT (from a repository this
+       test serves on the host's loopback: no traffic leaves the machine). */
+    setup_dirs();
+    char text[2048], port[16], err[4096];
+    snprintf(port, sizeof(port), "%u", itest_apt_repo());
+    snprintf(text, sizeof(text), "FROM base\nRUN " ITEST_APT_INSTALL "\n", port);
+    host_loopback = 1;
+    CHECK(build("apt", text, NULL, NULL, err, sizeof(err)) == 0);
+    host_loopback = 0;
+    sbx *sb = from_template("apt");
+    expect(sb, "sbx-hello", "hello from a package\n");
+    sbx_destroy(sb);
+}
+
 ITEST_MAIN(ITEST(build_every_instruction_then_cache), ITEST(failing_steps_and_bad_files),
-           ITEST(many_sandboxes_from_one_template))
+           ITEST(many_sandboxes_from_one_template), ITEST(apt_get_install_in_a_run_step))
