@@ -907,16 +907,17 @@ static char *read_text(struct builder *b, const char *path, size_t *len)
         fail(b, SBX_EINVAL, "dockerfile %s is larger than 1 MiB", path);
         return NULL;
     }
-    char *t = malloc((size_t)st.st_size + 1);
-    ssize_t n = t ? read(fd, t, (size_t)st.st_size) : -1;
+    size_t size = (size_t)st.st_size;
+    char *t = malloc(size + 1);
+    ssize_t n = t ? read(fd, t, size) : -1;
     close(fd);
-    if (n != st.st_size) {
+    if (n < 0 || (size_t)n != size) {
         free(t);
         fail(b, SBX_EIO, "reading %s", path);
         return NULL;
     }
-    t[n] = 0;
-    *len = (size_t)n;
+    t[size] = 0;
+    *len = size;
     return t;
 }
 
