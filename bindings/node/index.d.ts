@@ -80,8 +80,16 @@ export interface DiskOptions {
 }
 
 export interface SandboxOpts {
-  /** Root filesystem: a name in the image directory ("base", "test") or a path. Default "base". */
+  /**
+   * A template built with Template.build(), a name given to snapshot(), or a snapshot
+   * directory path (contains '/'): the sandbox is mapped from it instead of booting. It fixes
+   * vCPUs, memory, kernel and root filesystem. Default: boot `rootfs`.
+   */
   template?: string;
+  /** The template store (default $SBX_TEMPLATE_DIR, else ~/.local/share/libsandbox/templates). */
+  templateDir?: string;
+  /** Root filesystem to boot without a template: an image name ("base", "test") or an .ext4 path. Default "base". */
+  rootfs?: string;
   /** Lifetime in ms (default 300000); 0 = no limit. */
   timeoutMs?: number;
   /** Environment of every command in the sandbox. */
@@ -98,7 +106,7 @@ export interface SandboxOpts {
   bootTimeoutMs?: number;
   /** Guest kernel (default $SBX_KERNEL or vmlinux in the image directory). */
   kernel?: string;
-  /** Where template names are looked up (default $SBX_CACHE_DIR or ~/.cache/libsandbox). */
+  /** Where image names are looked up (default $SBX_CACHE_DIR or ~/.cache/libsandbox). */
   imageDir?: string;
   cmdlineExtra?: string;
   disks?: DiskOptions[];
@@ -126,6 +134,96 @@ export interface NetworkRules {
   denyOut?: string[];
 }
 
+/** What resume() and fork() take: a snapshot fixes everything else. */
+export interface RestoreOpts {
+  /** Lifetime in ms from now (default 300000); 0 = no limit. */
+  timeoutMs?: number;
+  /** A file descriptor receiving a copy of the guest's serial console. */
+  consoleFd?: number;
+  /** The egress policy (not inherited from the parent by fork()). */
+  allowInternetAccess?: boolean;
+  network?: NetworkRules;
+}
+
+export interface TemplateBuildProgress {
+  /** 1-based index of the current instruction; 0 before the first. */
+  step: number;
+  /** Instructions after FROM (the final boot and snapshot come after). */
+  steps: number;
+  /** The instruction, or a phase: "boot", "start", "ready", "snapshot". */
+  text: string;
+  /** The step's result came from the layer cache. */
+  cached: boolean;
+  /** false when the step starts, true when it ended. */
+  done: boolean;
+  elapsedMs: number;
+}
+
+export interface TemplateBuildOpts {
+  /** [a-z0-9][a-z0-9._-]*, at most 63 characters; a finished build replaces an older one. */
+  name: string;
+  /** Path of the definition (a Dockerfile subset); or dockerfileText (exactly one). */
+  dockerfile?: string;
+  dockerfileText?: string;
+  /** Directory COPY and ADD read from (default: the Dockerfile's directory, or the current one). */
+  context?: string;
+  /** Values of ARG. */
+  buildArgs?: Record<string, string> | string[];
+  tags?: string[];
+  /** The template's vCPUs (default 1), memory (default 512) and root disk size (default: the image's). */
+  cpuCount?: number;
+  memoryMB?: number;
+  diskMB?: number;
+  /** Started after the last step and left running in the snapshot. */
+  startCmd?: string;
+  /** When to snapshot: "cmd:COMMAND", "port:N", "file:PATH" or "delay:MS" (default: at once). */
+  ready?: string;
+  readyTimeoutMs?: number;
+  stepTimeoutMs?: number;
+  /** Run every step even if its layer is cached. */
+  noCache?: boolean;
+  templateDir?: string;
+  kernel?: string;
+  imageDir?: string;
+  /** RUN steps reach this machine's 127.0.0.1 at 10.0.2.2. */
+  hostLoopback?: boolean;
+  /** Live output of RUN steps and of the start command. */
+  onOutput?: (stream: 'stdout' | 'stderr', text: string) => void;
+  onProgress?: (progress: TemplateBuildProgress) => void;
+}
+
+export interface TemplateInfo {
+  name: string;
+  /** Saved by sandbox.snapshot() rather than built from a file. */
+  isSnapshot: boolean;
+  /** FROM (or the root image of a snapshot). */
+  parent: string;
+  cpuCount: number;
+  memoryMB: number;
+  /** 0: the image's size. */
+  diskMB: number;
+  steps: number;
+  /** Steps taken from the layer cache in the last build. */
+  cachedSteps: number;
+  createdAt?: Date;
+  /** Allocated on this machine by the template's snapshot. */
+  memoryBytes: number;
+  diskBytes: number;
+  /** Template.build() only: its duration. */
+  buildMs: number;
+  tags: string[];
+  /** Template.list(): why this entry cannot be used, else "". */
+  error: string;
+}
+
+/** Templates of a local store (templateDir, else $SBX_TEMPLATE_DIR, else ~/.local/share/libsandbox/templates). */
+export declare class Template {
+  private constructor();
+  static build(opts: TemplateBuildOpts): Promise<TemplateInfo>;
+  static list(opts?: { templateDir?: string }): Promise<TemplateInfo[]>;
+  static remove(name: string, opts?: { templateDir?: string }): Promise<void>;
+}
+
 export interface NetworkStats {
   txFrames: number;
   txBytes: number;
@@ -143,7 +241,7 @@ export interface SandboxInfo {
   metadata: Record<string, string>;
   startedAt: Date;
   endAt?: Date;
-  state: 'booting' | 'running' | 'stopped' | 'failed';
+  state: 'booting' | 'running' | 'stopped' | 'failed' | 'paused';
   cpuCount: number;
   memoryMB: number;
   envdVersion: string;
@@ -363,6 +461,8 @@ export declare class Sandbox {
   private constructor();
   static create(opts?: SandboxOpts): Promise<Sandbox>;
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>;
+  /** Brings back a sandbox paused to `path` (same id, processes, files). */
+  static resume(path: string, opts?: RestoreOpts & { bootTimeoutMs?: number }): Promise<Sandbox>;
   static list(opts?: { query?: { metadata?: Record<string, string> } }): Promise<ListedSandbox[]>;
   static readonly version: string;
 
@@ -372,9 +472,15 @@ export declare class Sandbox {
   readonly files: Filesystem;
   readonly pty: Pty;
   readonly metadata: Record<string, string>;
-  readonly state: 'booting' | 'running' | 'stopped' | 'failed' | 'killed';
+  readonly state: 'booting' | 'running' | 'stopped' | 'failed' | 'paused' | 'killed';
 
   kill(): Promise<boolean>;
+  /** Saves a snapshot (a template name or a new directory path) that create() accepts as a template; resolves to it. */
+  snapshot(nameOrPath: string): Promise<string>;
+  /** Writes the sandbox to the new directory `path` and stops it (state 'paused'); resolves to path. */
+  pause(path: string): Promise<string>;
+  /** n (1..1024) independent running copies of this sandbox. */
+  fork(n?: number, opts?: RestoreOpts): Promise<Sandbox[]>;
   setTimeout(timeoutMs: number): Promise<void>;
   getInfo(): Promise<SandboxInfo>;
   isRunning(opts?: { timeoutMs?: number }): Promise<boolean>;

@@ -5,9 +5,11 @@ const errors = require('./lib/errors');
 const { Sandbox, DEFAULT_SANDBOX_TIMEOUT_MS } = require('./lib/sandbox');
 const { CommandHandle, PtyHandle, DEFAULT_COMMAND_TIMEOUT_MS } = require('./lib/commands');
 const { WatchHandle } = require('./lib/files');
+const { Template } = require('./lib/template');
 
 module.exports = {
   Sandbox,
+  Template,
   CommandHandle,
   PtyHandle,
   WatchHandle,

@@ -4,6 +4,7 @@ import lib from './index.js';
 
 export const {
   Sandbox,
+  Template,
   CommandHandle,
   PtyHandle,
   WatchHandle,

@@ -77,7 +77,7 @@ Observation = Union[CmdOutputObservation, FileReadObservation, FileWriteObservat
 class LibsandboxRuntime:
     """OpenHands-style runtime: one sandbox, a workspace directory, observations back."""
 
-    def __init__(self, workspace: str = "/workspace", template: str = "base", **sandbox_options):
+    def __init__(self, workspace: str = "/workspace", template: Optional[str] = None, **sandbox_options):
         self.workspace = workspace
         self.sandbox = Sandbox.create(template=template, **sandbox_options)
         # The workspace belongs to the default user, like OpenHands' /workspace.

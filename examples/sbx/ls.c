@@ -7,14 +7,14 @@
 
 #include "sbx.h"
 
-static uint64_t realtime_ns(void)
+uint64_t realtime_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static const char *age(uint64_t created_ns, uint64_t now, char buf[32])
+const char *age(uint64_t created_ns, uint64_t now, char buf[32])
 {
     uint64_t s = now > created_ns ? (now - created_ns) / 1000000000ull : 0;
     if (s < 120)
@@ -40,8 +40,7 @@ static const char *short_path(const char *p, char *buf, size_t cap)
     return p;
 }
 
-/* A JSON string: escapes, and bytes that are not UTF-8 become U+FFFD. */
-static void json_str(FILE *f, const char *s)
+void json_str(FILE *f, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
@@ -73,7 +72,7 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void json_time(FILE *f, uint64_t ns)
+void json_time(FILE *f, uint64_t ns)
 {
     if (!ns) {
         fputs("null", f);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* sbx run: boot a sandbox, copy in, run one command with streamed output, copy out. */
+/* sbx run and sbx resume: get a sandbox (booted, from a template, or resumed), copy in, run one
+   command with streamed output, copy out, and destroy, snapshot or pause the sandbox. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -188,6 +189,9 @@ int cmd_run(struct cli *a)
                            "give either -c STRING or a command, not both (here: -c '%s' and "
                            "'%s')",
                            a->shell_cmd, a->words[0]);
+    int rc = snapshot_targets_check(a);
+    if (rc)
+        return rc;
     /* Fail before booting when a source is plainly missing. */
     for (size_t i = 0; i < a->ncopy_in; i++) {
         char *host;
@@ -204,7 +208,7 @@ int cmd_run(struct cli *a)
 
     char *in;
     size_t in_len;
-    int rc = read_stdin(a, &in, &in_len);
+    rc = read_stdin(a, &in, &in_len);
     if (rc)
         return rc;
 
@@ -276,8 +280,8 @@ int cmd_run(struct cli *a)
         }
     }
 
-    signals_set_sandbox(NULL);
-    sbx_destroy(sb);
     free(in);
-    return status;
+    /* --snapshot-to only keeps the result of a command that succeeded (a failed install
+       must not replace a good template); --pause-to keeps the sandbox whatever happened. */
+    return sandbox_finish(a, sb, status, ran && status == 0 && !signals_pending());
 }

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <sandbox.h>
 
@@ -20,14 +21,18 @@ enum cmd {
     CMD_SHELL = 2,
     CMD_CP = 4,
     CMD_LS = 8,
+    CMD_RESUME = 16,
+    CMD_TBUILD = 32, /* sbx template build */
+    CMD_TLS = 64,    /* sbx template ls */
+    CMD_TRM = 128,   /* sbx template rm */
 };
 
 /* Everything any command accepts on its command line. */
 struct cli {
     enum cmd cmd;
-    const char *name; /* "run", "shell", ... */
+    const char *name; /* "run", "shell", "template build", ... */
     /* Sandbox options (every command that boots one). */
-    const char *kernel, *rootfs, *template_name;
+    const char *kernel, *rootfs, *template_name, *template_dir;
     unsigned cpus, memory_mib, boot_timeout_ms;
     int verbose;
     const char **metadata;
@@ -46,7 +51,19 @@ struct cli {
     size_t ncopy_in, ncopy_out;
     const char **publish; /* -p [[ADDR:]HOSTPORT:]GUESTPORT as given (checked) */
     size_t npublish;
-    /* ls */
+    /* Snapshots (run, shell, resume): what becomes of the sandbox after the command. */
+    const char *snapshot_to; /* --snapshot-to NAME|PATH */
+    const char *pause_to;    /* --pause-to PATH; resume --pause: the resumed PATH */
+    const char *resume_path; /* resume: the paused sandbox's directory */
+    int pause;               /* resume --pause */
+    /* template build */
+    const char *file, *tpl_name, *context, *start_cmd, *ready;
+    const char **build_args, **tags; /* NULL-terminated */
+    size_t nbuild_args, ntags;
+    uint64_t disk_mib;
+    unsigned ready_timeout_ms, step_timeout_ms;
+    int no_cache;
+    /* ls, template ls */
     int json, quiet;
     /* What follows the options. */
     char **words;
@@ -60,8 +77,18 @@ int usage_error(const struct cli *a, const char *fmt, ...) __attribute__((format
 /* A library error: "sbx: WHAT: <the handle's message>" plus a hint; returns EXIT_SBX. */
 int lib_error(const sbx *sb, int rc, const char *what);
 
-/* Boots the sandbox the options describe; prints why not and returns EXIT_SBX on failure. */
+/* Boots the sandbox the options describe (or makes it from --template, or resumes it for
+   `sbx resume`); prints why not and returns EXIT_SBX on failure. */
 int sandbox_open(const struct cli *a, sbx **out);
+/* Checks --snapshot-to and --pause-to before anything boots, so that a mistake there costs no
+   work. Returns 0, or EXIT_SBX after saying why. */
+int snapshot_targets_check(const struct cli *a);
+/* The end of a sandbox of run, shell or resume: --snapshot-to (when keep_ok: the command
+   succeeded), --pause-to (always while the sandbox still runs), then sbx_destroy(). status is
+   the command's exit status; returns the status sbx exits with. */
+int sandbox_finish(const struct cli *a, sbx *sb, int status, int keep_ok);
+/* A template or snapshot name as the store accepts it: [a-z0-9][a-z0-9._-]{0,62}, no "..". */
+int template_name_valid(const char *name);
 /* Fills argv or cmd of o from -c or the words (see `sbx run --help` for the rule). The argv
    array is a[words] itself, which main() keeps NULL-terminated. */
 void command_from_words(const struct cli *a, sbx_exec_options *o);
@@ -71,6 +98,9 @@ void command_from_words(const struct cli *a, sbx_exec_options *o);
 void signals_start(void);
 /* The sandbox a terminating signal interrupts (sbx_interrupt); NULL while there is none. */
 void signals_set_sandbox(sbx *sb);
+/* While on, a first terminating signal without a sandbox set is only recorded (a second one
+   still exits): for work that must not be cut short, such as a pause. */
+void signals_defer(int on);
 /* The terminating signal received so far, or 0. */
 int signals_pending(void);
 /* A non-blocking fd that receives one byte (the signal number) per signal. */
@@ -85,6 +115,14 @@ int write_all(int fd, const void *data, size_t len);
 const char *human_bytes(uint64_t n, char buf[32]);
 /* Monotonic seconds. */
 double now_s(void);
+/* CLOCK_REALTIME in nanoseconds. */
+uint64_t realtime_ns(void);
+/* How long ago: "42s", "5m", "3h", "2d". */
+const char *age(uint64_t created_ns, uint64_t now_ns, char buf[32]);
+/* JSON output: a string (escaped; bytes that are not UTF-8 become U+FFFD), a time (RFC 3339
+   UTC string, or null for 0). */
+void json_str(FILE *f, const char *s);
+void json_time(FILE *f, uint64_t ns);
 
 /* Copies, with cp's "into an existing directory" rule and a progress line on a terminal.
    guest_dst/guest_src are guest paths (without "guest:"). verbose_summary prints what was
@@ -102,5 +140,8 @@ int cmd_run(struct cli *a);
 int cmd_shell(struct cli *a);
 int cmd_cp(struct cli *a);
 int cmd_ls(struct cli *a);
+int cmd_template_build(struct cli *a);
+int cmd_template_ls(struct cli *a);
+int cmd_template_rm(struct cli *a);
 
 #endif

@@ -101,6 +101,7 @@ struct shell {
     sbx *sb;
     sbx_proc *p;
     int tty;
+    int ended; /* the shell exited by itself (not killed by a signal, not interrupted) */
 };
 
 /* Runs until the process exits; returns sbx's exit status. */
@@ -192,9 +193,10 @@ static int loop(struct shell *s)
     sbx_exec_result res;
     int r = sbx_proc_wait(s->p, 10000, &res);
     int status;
-    if (r == 0)
+    if (r == 0) {
         status = res.signal > 0 ? 128 + (res.signal & 0x7f) : res.exit_code & 0xff;
-    else if (signals_pending())
+        s->ended = res.signal <= 0 && !signals_pending();
+    } else if (signals_pending())
         status = 128 + signals_pending();
     else {
         term_restore();
@@ -210,9 +212,11 @@ int cmd_shell(struct cli *a)
     unsigned rows = 24, cols = 80;
     window_size(&rows, &cols);
 
-    sbx *sb;
-    int rc = sandbox_open(a, &sb);
+    int rc = snapshot_targets_check(a);
     if (rc)
+        return rc;
+    sbx *sb;
+    if ((rc = sandbox_open(a, &sb)) != 0)
         return rc;
     signals_set_sandbox(sb);
 
@@ -224,7 +228,7 @@ int cmd_shell(struct cli *a)
     o.tag = "sbx shell";
     sbx_proc *p;
     rc = sbx_pty_open(sb, rows, cols, &o, &p);
-    int status;
+    int status, ended = 0;
     if (rc < 0) {
         status = signals_pending() ? 128 + signals_pending()
                                    : lib_error(sb, rc, "cannot open a terminal in the sandbox");
@@ -236,12 +240,12 @@ int cmd_shell(struct cli *a)
             if (term_raw() != 0)
                 msg("warning: cannot switch the terminal to raw mode: %s", strerror(errno));
         }
-        struct shell s = {sb, p, tty};
+        struct shell s = {sb, p, tty, 0};
         status = loop(&s);
+        ended = s.ended;
         term_restore();
         sbx_proc_close(p);
     }
-    signals_set_sandbox(NULL);
-    sbx_destroy(sb);
-    return status;
+    /* --snapshot-to keeps what was set up by hand, whatever the last command's status. */
+    return sandbox_finish(a, sb, status, ended);
 }

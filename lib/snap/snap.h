@@ -37,6 +37,13 @@ int snap_capture(struct sbx *sb, const char *dir, bool stay_parked);
 #define SNAP_KEEP_ID       2
 int snap_open(struct sbx *sb, const char *dir, int keep);
 
+/* A state file is a header of SNAP_HEADER_SIZE bytes (magic, format, payload length and
+   checksum, header checksum), then the protobuf payload (Sbx__Snap__State). */
+#define SNAP_HEADER_SIZE 32
+
+/* Fills the header in file[0, SNAP_HEADER_SIZE) for the len payload bytes that follow it. */
+void snap_header_write(uint8_t *file, size_t len);
+
 /* Parses and checks a state file's bytes (header, checksum, protobuf, every value) for a host
    whose vCPUs have XSAVE areas of xsave_size bytes. Returns NULL with *out (free with
    sbx__snap__state__free_unpacked), or what is wrong. No I/O, no KVM: fuzzed. */

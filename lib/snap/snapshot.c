@@ -36,7 +36,7 @@
 #define MAX_STRINGS    1024
 #define PAGE           4096u
 
-struct snap_header {
+struct snap_header { /* SNAP_HEADER_SIZE bytes */
     char magic[8];
     uint32_t format;
     uint32_t reserved;
@@ -44,6 +44,7 @@ struct snap_header {
     uint32_t crc;        /* of the payload */
     uint32_t header_crc; /* of the bytes before it */
 };
+_Static_assert(sizeof(struct snap_header) == SNAP_HEADER_SIZE, "snapshot header layout");
 
 struct snap_restore {
     Sbx__Snap__State *st;
@@ -360,19 +361,15 @@ static int save_state(struct sbx *sb, struct capture *c, const char *dir)
 static int write_state_file(struct sbx *sb, const Sbx__Snap__State *st, const char *dir)
 {
     size_t len = sbx__snap__state__get_packed_size(st);
-    uint8_t *buf = malloc(sizeof(struct snap_header) + len);
+    uint8_t *buf = malloc(SNAP_HEADER_SIZE + len);
     if (!buf)
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
-    sbx__snap__state__pack(st, buf + sizeof(struct snap_header));
-    struct snap_header h = {.format = SNAP_FORMAT, .length = len};
-    memcpy(h.magic, SNAP_MAGIC, sizeof(h.magic));
-    h.crc = (uint32_t)crc32(0, buf + sizeof(h), (uInt)len);
-    h.header_crc = (uint32_t)crc32(0, (const Bytef *)&h, offsetof(struct snap_header, header_crc));
-    memcpy(buf, &h, sizeof(h));
+    sbx__snap__state__pack(st, buf + SNAP_HEADER_SIZE);
+    snap_header_write(buf, len);
     char *path = path_join(dir, SNAP_STATE_FILE);
     int fd = path ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
     int r = 0;
-    if (fd < 0 || write_all(fd, buf, sizeof(h) + len, 0) < 0 || fsync(fd) < 0)
+    if (fd < 0 || write_all(fd, buf, SNAP_HEADER_SIZE + len, 0) < 0 || fsync(fd) < 0)
         r = sbx_seterr(sb, SBX_EIO, "writing %s: %s", path ? path : dir, strerror(errno));
     if (fd >= 0)
         close(fd);
@@ -585,6 +582,15 @@ static const char *check_state(const Sbx__Snap__State *st, size_t xsave_size)
         if (!strchr(s->metadata[i], '='))
             return "session metadata";
     return NULL;
+}
+
+void snap_header_write(uint8_t *file, size_t len)
+{
+    struct snap_header h = {.format = SNAP_FORMAT, .length = len};
+    memcpy(h.magic, SNAP_MAGIC, sizeof(h.magic));
+    h.crc = (uint32_t)crc32(0, file + sizeof(h), (uInt)len);
+    h.header_crc = (uint32_t)crc32(0, (const Bytef *)&h, offsetof(struct snap_header, header_crc));
+    memcpy(file, &h, sizeof(h));
 }
 
 const char *snap_parse(const uint8_t *file, size_t len, size_t xsave_size, Sbx__Snap__State **out)

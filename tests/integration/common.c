@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,4 +157,27 @@ unsigned itest_apt_repo(void)
     }
     CHECK(port != 0);
     return port;
+}
+
+char *itest_run(sbx *sb, const char *user, const char *cmd)
+{
+    sbx_exec_options o = SBX_EXEC_OPTIONS_INIT;
+    o.cmd = cmd;
+    o.user = user;
+    sbx_exec_result res;
+    CHECK_OK(sb, sbx_exec(sb, &o, &res));
+    if (res.exit_code != 0)
+        itest_fail(__FILE__, __LINE__, "%s: exit %d, err \"%s\"", cmd, res.exit_code,
+                   res.err ? res.err : "");
+    char *out = strdup(res.out ? res.out : "");
+    sbx_exec_result_free(&res);
+    return out;
+}
+
+void itest_expect(sbx *sb, const char *user, const char *cmd, const char *want)
+{
+    char *out = itest_run(sb, user, cmd);
+    if (strcmp(out, want) != 0)
+        itest_fail(__FILE__, __LINE__, "%s: got \"%s\", wanted \"%s\"", cmd, out, want);
+    free(out);
 }

@@ -64,6 +64,13 @@ double itest_ms(void);
 /* A file in a fresh temporary directory (removed at exit); returns its path (static). */
 const char *itest_tmpfile(const char *name, const void *data, size_t len);
 
+/* Runs a shell command as `user` (NULL: the default user) and returns its stdout (malloc'ed);
+   fails the test when the call fails or the command exits non-zero. */
+char *itest_run(sbx *sb, const char *user, const char *cmd);
+
+/* itest_run, and fails the test unless stdout is exactly `want`. */
+void itest_expect(sbx *sb, const char *user, const char *cmd, const char *want);
+
 /* Builds a one-package Debian repository (package sbx-hello, whose program prints "hello from
    a package") and serves it over HTTP on the host's 127.0.0.1; returns the port. Skips the
    test (with the reason) when dpkg-deb, dpkg-scanpackages or python3 are missing. The server

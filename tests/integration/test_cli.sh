@@ -3,7 +3,8 @@
 # The sbx CLI end to end in real guests: tests/integration/test_cli.sh SCENARIO PATH-TO-SBX
 #
 # Scenarios (one ctest case each; every sbx command boots its own guest, so each scenario
-# keeps its boots few): run, stdin, copy, shell, ls, net. Exit 0: passed, 1: failed, 77: skipped.
+# keeps its boots few): run, stdin, copy, shell, ls, net, snapshot, pause, template_ls,
+# template_build. Exit 0: passed, 1: failed, 77: skipped.
 set -uo pipefail
 
 scenario=${1:?usage: test_cli.sh SCENARIO SBX}
@@ -370,6 +371,199 @@ PY
     wait $srv
     rc=$?
     expect_rc 0 "the guest server after one request"
+    ;;
+snapshot)
+    # A store of our own; nothing may land in the real one either.
+    export XDG_DATA_HOME="$T/xdg"
+    unset SBX_TEMPLATE_DIR
+    S=(--template-dir "$T/store")
+    say "usage errors: before any boot"
+    sbx run --template x --memory 256 -- true
+    expect_rc 125 "--template with --memory"
+    expect_err_has "--template makes the sandbox from a template" "--template with --memory"
+    expect_err_has "drop --memory" "--template with --memory"
+    sbx run --rootfs test --template x -- true
+    expect_rc 125 "--template with --rootfs"
+    expect_err_has "drop --rootfs" "--template with --rootfs"
+    sbx run --snapshot-to 'Bad Name' -- true
+    expect_rc 125 "a bad --snapshot-to name"
+    expect_err_has "neither a template name" "a bad --snapshot-to name"
+    mkdir "$T/exists"
+    sbx run --snapshot-to "$T/exists" -- true
+    expect_rc 125 "--snapshot-to an existing directory"
+    expect_err_has "already exists" "--snapshot-to an existing directory"
+    sbx run "${S[@]}" --template no-such-template -- true
+    expect_rc 125 "a missing template"
+    expect_err_has "cannot make a sandbox from template no-such-template" "a missing template"
+    expect_err_has "is --rootfs NAME, not --template" "a missing template"
+
+    say "run --snapshot-to NAME keeps files and running processes"
+    sbx run "${BOOT[@]}" "${S[@]}" --snapshot-to snap1 -- sh -c \
+        'echo kept >/tmp/f; setsid sh -c "while :; do sleep 1; done" </dev/null >/dev/null 2>&1 &
+         echo $! >/tmp/pid; echo made'
+    expect_rc 0 "--snapshot-to snap1"
+    expect_out "made" "--snapshot-to snap1"
+    expect_err_has "saved the sandbox as template snap1" "--snapshot-to snap1"
+
+    say "run --template NAME, twice: each starts from the snapshot, not from the other"
+    sbx run --boot-timeout 120 "${S[@]}" --template snap1 -- \
+        sh -c 'cat /tmp/f; kill -0 "$(cat /tmp/pid)" && echo alive; echo changed >/tmp/f'
+    expect_rc 0 "--template snap1"
+    expect_out "$(printf 'kept\nalive')" "--template snap1"
+    SBX_TEMPLATE_DIR="$T/store" "$SBX" run --boot-timeout 120 --template snap1 -- cat /tmp/f \
+        >"$T/out" 2>"$T/err"
+    rc=$?
+    expect_rc 0 "--template snap1 (store from \$SBX_TEMPLATE_DIR)"
+    expect_out "kept" "--template snap1, second sandbox"
+
+    say "a failed command is not saved"
+    sbx run "${BOOT[@]}" "${S[@]}" --snapshot-to snap2 -- sh -c 'exit 3'
+    expect_rc 3 "--snapshot-to with exit 3"
+    expect_err_has "not saving snap2: the command failed" "--snapshot-to with exit 3"
+    sbx run --boot-timeout 120 "${S[@]}" --template snap2 -- true
+    expect_rc 125 "the unsaved snap2"
+
+    say "--snapshot-to PATH, --template PATH"
+    sbx run "${BOOT[@]}" --snapshot-to "$T/snapdir" -- sh -c 'echo by-path >/tmp/g'
+    expect_rc 0 "--snapshot-to PATH"
+    expect_err_has "saved the sandbox to $T/snapdir" "--snapshot-to PATH"
+    [ -d "$T/snapdir" ] || fail "--snapshot-to PATH made no directory"
+    sbx run --boot-timeout 120 --template "$T/snapdir" -- cat /tmp/g
+    expect_rc 0 "--template PATH"
+    expect_out "by-path" "--template PATH"
+    ;;
+
+pause)
+    say "usage errors: before any boot"
+    sbx resume
+    expect_rc 125 "resume without a path"
+    expect_err_has "which paused sandbox" "resume without a path"
+    sbx resume "$T/p"
+    expect_rc 125 "resume without a command"
+    expect_err_has "no command given" "resume without a command"
+    sbx resume "$T/p" --rootfs base -- true
+    expect_rc 125 "resume --rootfs"
+    expect_err_has "does not apply to 'sbx resume'" "resume --rootfs"
+    sbx resume "$T/p" --pause --pause-to "$T/q" -- true
+    expect_rc 125 "--pause with --pause-to"
+    mkdir "$T/exists"
+    sbx run --pause-to "$T/exists" -- true
+    expect_rc 125 "--pause-to an existing directory"
+    expect_err_has "already exists" "--pause-to an existing directory"
+    sbx resume "$T/nothing" -- true
+    expect_rc 125 "resume of nothing"
+    expect_err_has "cannot resume the sandbox paused to $T/nothing" "resume of nothing"
+
+    say "run --pause-to: files and a counting process go to disk"
+    sbx run "${BOOT[@]}" --pause-to "$T/p" -- sh -c 'echo one >state
+        setsid sh -c "n=0; while :; do n=\$((n+1)); echo \$n >count; sleep 0.2; done" \
+            </dev/null >/dev/null 2>&1 &
+        while [ ! -s count ]; do sleep 0.1; done; echo started'
+    expect_rc 0 "run --pause-to"
+    expect_out "started" "run --pause-to"
+    expect_err_has "paused the sandbox to $T/p" "run --pause-to"
+    [ -d "$T/p" ] || fail "run --pause-to made no directory"
+
+    say "resume --pause: the files are there, the process still counts; paused again"
+    sbx resume "$T/p" --boot-timeout 120 --pause -- sh -c 'cat state; echo two >>state
+        a=$(cat count); sleep 2; b=$(cat count); [ "$b" -gt "$a" ] && echo counting'
+    expect_rc 0 "resume --pause"
+    expect_out "$(printf 'one\ncounting')" "resume --pause"
+    [ -d "$T/p" ] || fail "resume --pause did not pause to $T/p again"
+
+    say "resume without --pause: the command's status; the sandbox and PATH are gone"
+    sbx resume "$T/p" --boot-timeout 120 -- sh -c 'cat state; exit 4'
+    expect_rc 4 "resume, exit 4"
+    expect_out "$(printf 'one\ntwo')" "resume, exit 4"
+    [ ! -e "$T/p" ] || fail "$T/p is still there after the final resume"
+    ;;
+
+template_ls)
+    export XDG_DATA_HOME="$T/xdg"
+    unset SBX_TEMPLATE_DIR
+    S=(--template-dir "$T/store")
+    head="NAME  KIND  VCPUS  MEMORY  DISK  STEPS  CREATED  SIZE"
+    say "an empty store: a header, []"
+    sbx template ls "${S[@]}"
+    expect_rc 0 "template ls of an empty store"
+    expect_out "$head" "template ls of an empty store"
+    sbx template ls "${S[@]}" --json
+    expect_rc 0 "template ls --json of an empty store"
+    expect_out "[]" "template ls --json of an empty store"
+
+    say "a snapshot and an unusable entry are listed"
+    sbx run "${BOOT[@]}" "${S[@]}" --snapshot-to snap1 -- true
+    expect_rc 0 "--snapshot-to snap1"
+    mkdir -p "$T/store/templates/broken"
+    echo '{"format": 1, "kind": ' >"$T/store/templates/broken/manifest.json"
+    sbx template ls "${S[@]}"
+    expect_rc 0 "template ls"
+    [ "$(head -1 "$T/out" | tr -s ' ')" = "$(echo "$head" | tr -s ' ')" ] ||
+        fail "template ls header: $(head -1 "$T/out")"
+    grep -qE '^snap1 +snapshot +1 +256MiB +(-|[0-9]+MiB) +- +[0-9]+[smhd] ago +[0-9.]+([KMGT]iB|B)$' "$T/out" ||
+        fail "template ls row of snap1: $(cat "$T/out")"
+    grep -qE '^broken +cannot be used: .+' "$T/out" || fail "template ls row of broken: $(cat "$T/out")"
+    [ "$(wc -l <"$T/out")" -eq 3 ] || fail "template ls: $(cat "$T/out")"
+    sbx template ls "${S[@]}" -q
+    expect_out "$(printf 'broken\nsnap1')" "template ls -q"
+    "$SBX" template ls "${S[@]}" --json >"$T/out" 2>"$T/err" || fail "template ls --json: $(cat "$T/err")"
+    "$PY" - "$T/out" <<'PY' || fail "template ls --json (see above): $(cat "$T/out")"
+import json, sys
+l = json.load(open(sys.argv[1]))
+assert [t["name"] for t in l] == ["broken", "snap1"], l
+b, s = l
+assert b["error"], b
+assert s["kind"] == "snapshot" and s["vcpus"] == 1 and s["memory_mib"] == 256, s
+assert s["error"] is None and s["memory_bytes"] > 0 and s["created"].endswith("Z"), s
+PY
+
+    say "template rm"
+    sbx template rm "${S[@]}" snap1
+    expect_rc 0 "template rm snap1"
+    sbx template ls "${S[@]}" -q
+    expect_out "broken" "template ls -q after rm"
+    sbx template rm "${S[@]}" no-such-template
+    expect_rc 125 "template rm of a missing template"
+    expect_err_has "cannot remove template no-such-template" "template rm of a missing template"
+    ;;
+
+template_build)
+    export XDG_DATA_HOME="$T/xdg"
+    unset SBX_TEMPLATE_DIR
+    S=(--template-dir "$T/store")
+    say "usage errors"
+    sbx template build --name tiny
+    expect_rc 125 "template build without -f"
+    sbx template build -f "$T/none" --name 'Bad Name'
+    expect_rc 125 "template build with a bad name"
+    sbx template frobnicate
+    expect_rc 125 "an unknown template subcommand"
+    expect_err_has "no subcommand 'frobnicate'" "an unknown template subcommand"
+
+    say "template build of a tiny file"
+    printf 'FROM base\nRUN echo hi > /hello\n' >"$T/Dockerfile"
+    sbx template build "${S[@]}" -f "$T/Dockerfile" --name tiny --memory 256
+    expect_rc 0 "template build"
+    expect_err_has "[1/1] RUN echo hi > /hello" "template build"
+    expect_err_has "built template tiny" "template build"
+
+    say "run --template tiny"
+    sbx run --boot-timeout 120 "${S[@]}" --template tiny -- cat /hello
+    expect_rc 0 "run --template tiny"
+    expect_out "hi" "run --template tiny"
+
+    say "an unchanged file again: the step is cached"
+    sbx template build "${S[@]}" -f "$T/Dockerfile" --name tiny --memory 256
+    expect_rc 0 "the second build"
+    expect_err_has "[1/1] cached RUN echo hi > /hello" "the second build"
+    sbx template ls "${S[@]}"
+    grep -qE '^tiny +template +1 +256MiB ' "$T/out" || fail "template ls: $(cat "$T/out")"
+
+    say "template rm tiny: gone"
+    sbx template rm "${S[@]}" tiny
+    expect_rc 0 "template rm tiny"
+    sbx run --boot-timeout 120 "${S[@]}" --template tiny -- true
+    expect_rc 125 "run --template of a removed template"
     ;;
 *)
     echo "unknown scenario $scenario" >&2

@@ -10,29 +10,14 @@
 
 #include "harness.h"
 
-/* Runs a shell command and returns its stdout (malloc'ed), failing the test on a non-zero
-   exit. */
 static char *run(sbx *sb, const char *cmd)
 {
-    sbx_exec_options o = SBX_EXEC_OPTIONS_INIT;
-    o.cmd = cmd;
-    o.user = "root";
-    sbx_exec_result res;
-    CHECK_OK(sb, sbx_exec(sb, &o, &res));
-    if (res.exit_code != 0)
-        itest_fail(__FILE__, __LINE__, "%s: exit %d, err \"%s\"", cmd, res.exit_code,
-                   res.err ? res.err : "");
-    char *out = strdup(res.out ? res.out : "");
-    sbx_exec_result_free(&res);
-    return out;
+    return itest_run(sb, "root", cmd);
 }
 
 static void expect(sbx *sb, const char *cmd, const char *want)
 {
-    char *out = run(sb, cmd);
-    if (strcmp(out, want) != 0)
-        itest_fail(__FILE__, __LINE__, "%s: got \"%s\", wanted \"%s\"", cmd, out, want);
-    free(out);
+    itest_expect(sb, "root", cmd, want);
 }
 
 static long counter(sbx *sb)
@@ -107,11 +92,7 @@ SBX_TEST(create_from_snapshot_and_unique_clones)
     CHECK_OK(sb, sbx_snapshot(sb, dir));
     fprintf(stderr, "snapshot written in %.0f ms\n", itest_ms() - t0);
     /* The original goes on. */
-    if (sbx_ping(sb, 5000) != 0) {
-        char con[4096];
-        sbx_console(sb, con, sizeof(con));
-        fprintf(stderr, "DEBUG state %d err %s\nconsole: %s\n", sbx_state(sb), sbx_errmsg(sb), con);
-    }
+    CHECK_OK(sb, sbx_ping(sb, 5000));
     long before = counter(sb);
     sleep_ms(500);
     CHECK(counter(sb) > before);
@@ -139,6 +120,22 @@ SBX_TEST(create_from_snapshot_and_unique_clones)
     run(a, "echo a > /root/mine");
     expect(b, "cat /root/mine 2>/dev/null || echo none", "none\n");
     expect(sb, "cat /root/mine 2>/dev/null || echo none", "none\n");
+    /* A named snapshot goes to the template store and is listed there. */
+    char store[300];
+    snprintf(store, sizeof(store), "%s.store", snap_path("named"));
+    setenv("SBX_TEMPLATE_DIR", store, 1);
+    run(a, "echo named > /root/named");
+    CHECK_OK(a, sbx_snapshot(a, "named-snap"));
+    sbx_template_info *list = NULL;
+    size_t n = 0;
+    char err[1024];
+    CHECK(sbx_template_list(NULL, &list, &n, err, sizeof(err)) == 0);
+    CHECK(n == 1 && list[0].is_snapshot && strcmp(list[0].name, "named-snap") == 0);
+    sbx_template_list_free(list, n);
+    sbx *c = from_snapshot("named-snap");
+    expect(c, "cat /root/named /root/kept", "named\nhello\n");
+    sbx_destroy(c);
+    CHECK_RC(a, sbx_snapshot(a, "Bad Name"), SBX_EINVAL);
     /* Distinct ids, in the guest too. */
     sbx_info ia, ib;
     sbx_get_info(a, &ia);

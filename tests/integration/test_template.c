@@ -32,26 +32,9 @@ static void setup_dirs(void)
     sh_host(cmd);
 }
 
-static char *run(sbx *sb, const char *cmd)
-{
-    sbx_exec_options o = SBX_EXEC_OPTIONS_INIT;
-    o.cmd = cmd;
-    sbx_exec_result res;
-    CHECK_OK(sb, sbx_exec(sb, &o, &res));
-    if (res.exit_code != 0)
-        itest_fail(__FILE__, __LINE__, "%s: exit %d, err \"%s\"", cmd, res.exit_code,
-                   res.err ? res.err : "");
-    char *out = strdup(res.out ? res.out : "");
-    sbx_exec_result_free(&res);
-    return out;
-}
-
 static void expect(sbx *sb, const char *cmd, const char *want)
 {
-    char *out = run(sb, cmd);
-    if (strcmp(out, want) != 0)
-        itest_fail(__FILE__, __LINE__, "%s: got \"%s\", wanted \"%s\"", cmd, out, want);
-    free(out);
+    itest_expect(sb, NULL, cmd, want);
 }
 
 static unsigned nprogress, nruns;

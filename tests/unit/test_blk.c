@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* Unit tests of virtio-blk: I/O round trips, read-only disks, the ephemeral overlay. */
+/* Unit tests of virtio-blk: I/O round trips, read-only disks, the ephemeral overlay, diff
+   layers and grown disks. */
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -281,6 +282,153 @@ static void test_ephemeral_private(void **state)
     fake_vm_free(&f2.vm);
 }
 
+/* A second device over the fixture's base file with `layers` and `size`; NULL with err set
+   when creation fails. */
+static struct fixture *reopen(struct fixture *f, const char *const *layers, unsigned n,
+                              uint64_t size, int *rc, char *err, size_t errlen)
+{
+    struct fixture *g = calloc(1, sizeof(*g));
+    struct blk_config cfg = {
+        .path = f->path, .mode = BLK_EPHEMERAL, .layers = layers, .nlayers = n, .size = size};
+
+    fake_vm_init(&g->vm);
+    *rc = virtio_blk_create(&g->d, &g->vm.host, &cfg, 0xd0000000, 5, err, errlen);
+    if (*rc) {
+        fake_vm_free(&g->vm);
+        free(g);
+        return NULL;
+    }
+    fake_device_up(&g->vm, g->d, &g->q, 1, 64);
+    g->hdr = fake_alloc(&g->vm, 16, 16);
+    g->buf = fake_alloc(&g->vm, 64 * 1024, 4096);
+    g->status = fake_alloc(&g->vm, 1, 1);
+    return g;
+}
+
+static void drop(struct fixture *g)
+{
+    virtio_dev_destroy(g->d);
+    fake_vm_free(&g->vm);
+    free(g);
+}
+
+/* A layer file in /tmp (its path in `path`, 64 bytes), written by `save`. */
+static int layer_file(char *path)
+{
+    snprintf(path, 64, "/tmp/sbx-test-layer-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/* Reads 4 KiB blocks 0, 2 and 5 and the rest of block 0 of `g`: 0x44 in sector 0, 0x55 in
+   block 2, 0x66 in block 5 (when `with5`), the base pattern elsewhere. */
+static void check_layered(struct fixture *g, bool with5)
+{
+    assert_int_equal(request(g, VIRTIO_BLK_T_IN, 0, 8192, 1, NULL), VIRTIO_BLK_S_OK);
+    for (int i = 0; i < 512; i++)
+        assert_int_equal(buf(g)[i], 0x44);
+    check_pattern(buf(g) + 512, 512, 8192 - 512);
+    assert_int_equal(request(g, VIRTIO_BLK_T_IN, 16, 4096, 1, NULL), VIRTIO_BLK_S_OK);
+    for (int i = 0; i < 4096; i++)
+        assert_int_equal(buf(g)[i], 0x55);
+    assert_int_equal(request(g, VIRTIO_BLK_T_IN, 40, 4096, 1, NULL), VIRTIO_BLK_S_OK);
+    if (with5)
+        for (int i = 0; i < 4096; i++)
+            assert_int_equal(buf(g)[i], 0x66);
+    else
+        check_pattern(buf(g), 5 * 4096, 4096);
+}
+
+/* Build steps' layers (save_dirty), a snapshot's merged diff (save_diff), stacking them under
+   new devices, a grown disk, and damaged layers. */
+static void test_layers(void **state)
+{
+    struct fixture *f = *state;
+    char l1[64], l2[64], diff[64], err[256];
+    uint64_t bytes = 0;
+    int rc;
+
+    memset(buf(f), 0x44, 512);
+    assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 0, 512, 1, NULL), VIRTIO_BLK_S_OK);
+    memset(buf(f), 0x55, 4096);
+    assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 16, 4096, 1, NULL), VIRTIO_BLK_S_OK);
+    int fd = layer_file(l1);
+    assert_int_equal(virtio_blk_save_dirty(f->d, fd, &bytes, err, sizeof(err)), 0);
+    close(fd);
+    assert_int_equal(bytes, 2 * 4096); /* whole blocks */
+
+    memset(buf(f), 0x66, 4096);
+    assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 40, 4096, 1, NULL), VIRTIO_BLK_S_OK);
+    fd = layer_file(l2);
+    assert_int_equal(virtio_blk_save_dirty(f->d, fd, &bytes, err, sizeof(err)), 0);
+    close(fd);
+    assert_int_equal(bytes, 4096); /* only what changed since the first */
+
+    fd = layer_file(diff);
+    assert_int_equal(virtio_blk_save_diff(f->d, fd, 0, &bytes, err, sizeof(err)), 0);
+    close(fd);
+    assert_int_equal(bytes, 3 * 4096);
+
+    /* Stacked step layers, the merged diff, and the first step alone. */
+    const char *steps[] = {l1, l2};
+    struct fixture *g = reopen(f, steps, 2, 0, &rc, err, sizeof(err));
+    assert_non_null(g);
+    check_layered(g, true);
+    drop(g);
+    const char *merged[] = {diff};
+    g = reopen(f, merged, 1, 0, &rc, err, sizeof(err));
+    assert_non_null(g);
+    check_layered(g, true);
+    /* Writes over layers stay private to the device. */
+    memset(buf(g), 0x77, 512);
+    assert_int_equal(request(g, VIRTIO_BLK_T_OUT, 0, 512, 1, NULL), VIRTIO_BLK_S_OK);
+    drop(g);
+    g = reopen(f, steps, 1, 0, &rc, err, sizeof(err));
+    assert_non_null(g);
+    check_layered(g, false);
+    drop(g);
+
+    /* A grown disk: the base, then zeros up to the new size. */
+    g = reopen(f, NULL, 0, 2 * DISK_SIZE, &rc, err, sizeof(err));
+    assert_non_null(g);
+    assert_int_equal(virtio_blk_size(g->d), 2 * DISK_SIZE);
+    assert_int_equal(request(g, VIRTIO_BLK_T_IN, DISK_SIZE / 512 - 8, 8192, 1, NULL),
+                     VIRTIO_BLK_S_OK);
+    check_pattern(buf(g), DISK_SIZE - 4096, 4096);
+    for (int i = 4096; i < 8192; i++)
+        assert_int_equal(buf(g)[i], 0);
+    drop(g);
+    /* Smaller than the image, or not whole blocks. */
+    assert_null(reopen(f, NULL, 0, DISK_SIZE / 2, &rc, err, sizeof(err)));
+    assert_int_equal(rc, SBX_EINVAL);
+    assert_null(reopen(f, NULL, 0, DISK_SIZE + 100, &rc, err, sizeof(err)));
+    assert_int_equal(rc, SBX_EINVAL);
+
+    /* A layer of another disk size, a truncated one, a flipped map bit, a missing one. */
+    assert_null(reopen(f, merged, 1, 2 * DISK_SIZE, &rc, err, sizeof(err)));
+    assert_int_equal(rc, SBX_EIMAGE);
+    assert_non_null(strstr(err, "not a diff layer"));
+    assert_int_equal(truncate(l2, DISK_SIZE), 0);
+    assert_null(reopen(f, steps, 2, 0, &rc, err, sizeof(err)));
+    assert_int_equal(rc, SBX_EIMAGE);
+    assert_non_null(strstr(err, l2));
+    fd = open(diff, O_RDWR);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, DISK_SIZE), 1);
+    b ^= 0x80;
+    assert_int_equal(pwrite(fd, &b, 1, DISK_SIZE), 1);
+    close(fd);
+    assert_null(reopen(f, merged, 1, 0, &rc, err, sizeof(err)));
+    assert_int_equal(rc, SBX_EIMAGE);
+    assert_non_null(strstr(err, "corrupted block map"));
+    unlink(l1);
+    assert_null(reopen(f, steps, 1, 0, &rc, err, sizeof(err)));
+    assert_int_equal(rc, SBX_EIMAGE);
+    unlink(l2);
+    unlink(diff);
+}
+
 static void test_create_errors(void **state)
 {
     struct fake_vm vm;
@@ -314,6 +462,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only, setup_ro, teardown),
         cmocka_unit_test_setup_teardown(test_ephemeral, setup_eph, teardown),
         cmocka_unit_test_setup_teardown(test_ephemeral_private, setup_eph, teardown),
+        cmocka_unit_test_setup_teardown(test_layers, setup_eph, teardown),
         cmocka_unit_test(test_create_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

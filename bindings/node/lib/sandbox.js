@@ -9,7 +9,7 @@ const { envList } = require('./util');
 
 /** Sandbox lifetime when timeoutMs is not given (E2B's default); 0 means no limit. */
 const DEFAULT_SANDBOX_TIMEOUT_MS = 300_000;
-const STATES = { 0: 'booting', 1: 'running', 2: 'stopped', 3: 'failed' };
+const STATES = { 0: 'booting', 1: 'running', 2: 'stopped', 3: 'failed', 4: 'paused' };
 
 function metadataList(md) {
   if (md === undefined || md === null) return undefined;
@@ -60,6 +60,31 @@ function tapOptions(tap) {
   return { tapName: tap.name, tapAddress: tap.address, tapGateway: tap.gateway, tapDns: tap.dns };
 }
 
+/**
+ * The options resume() and fork() take: what a snapshot does not fix (lifetime, boot timeout,
+ * console, egress policy). Anything else is refused rather than silently ignored.
+ */
+function restoreOptions(opts, allowed, what) {
+  opts = opts || {};
+  if (typeof opts !== 'object') throw new InvalidArgumentError(`${what}: options must be an object`);
+  const extra = Object.keys(opts).filter((k) => opts[k] !== undefined && !allowed.includes(k));
+  if (extra.length) {
+    throw new InvalidArgumentError(
+      `${what}: ${extra.join(', ')} cannot be set (the snapshot fixes them; allowed: ${allowed.join(', ')})`,
+    );
+  }
+  if (opts.network === false) {
+    throw new InvalidArgumentError(`${what}: network takes egress rules only; the sandbox keeps its network device`);
+  }
+  const lifetime = opts.timeoutMs === undefined ? DEFAULT_SANDBOX_TIMEOUT_MS : opts.timeoutMs;
+  return {
+    lifetimeMs: lifetime === Infinity ? 0 : positive(lifetime, 'timeoutMs'),
+    bootTimeoutMs: positive(opts.bootTimeoutMs, 'bootTimeoutMs'),
+    consoleFd: opts.consoleFd,
+    ...networkOptions(opts),
+  };
+}
+
 function metadataObject(list) {
   const o = {};
   for (const kv of list) {
@@ -83,25 +108,33 @@ function positive(v, what) {
  */
 class Sandbox {
   /** @internal use Sandbox.create() */
-  constructor(box, opts) {
+  constructor(box, templateId) {
     this._box = box;
     this._handles = new Map();
     this._lastCpu = null;
+    this._paused = false;
     /** The sandbox id: lowercase alphanumeric, unique on this machine. */
     this.sandboxId = native.info(box).id;
-    /** The template (root filesystem) it was created from. */
-    this.templateId = opts.template;
+    /** The template, snapshot or root filesystem it was created from. */
+    this.templateId = templateId;
     this.commands = new Commands(this);
     this.files = new Filesystem(this);
     this.pty = new Pty(this);
   }
 
   /**
-   * Boots a sandbox. Sandbox.create(template?, opts?) or Sandbox.create(opts).
-   * opts: template ('base'), timeoutMs (lifetime, default 300000; 0 = no limit), envs
-   * (environment of every command), metadata (string labels), cpuCount, memoryMB, user
-   * (default user), bootTimeoutMs, and the C options kernel, imageDir, cmdlineExtra, disks,
-   * consoleFd. Networking (docs/networking.md): allowInternetAccess (default true), network
+   * Creates a sandbox. Sandbox.create(template?, opts?) or Sandbox.create(opts).
+   * template: a template built with Template.build(), a name given to snapshot(), or a
+   * snapshot directory path (contains '/'): the sandbox is mapped copy-on-write from it
+   * instead of booting (milliseconds; its processes are running). It fixes vCPUs, memory,
+   * kernel and root filesystem. templateDir: the store template names are looked up in
+   * (default $SBX_TEMPLATE_DIR, else ~/.local/share/libsandbox/templates). Without a template
+   * the sandbox boots rootfs: an image name in the image directory ('base', the default:
+   * Debian with bash and python3; 'test': busybox) or an .ext4 path.
+   * opts: timeoutMs (lifetime, default 300000; 0 = no limit), envs (environment of every
+   * command), metadata (string labels), cpuCount, memoryMB, user (default user),
+   * bootTimeoutMs, and the C options kernel, imageDir, cmdlineExtra, disks, consoleFd.
+   * Networking (docs/networking.md): allowInternetAccess (default true), network
    * ({allowOut, denyOut}: addresses, CIDRs, domains such as '*.example.com', each optionally
    * with ':PORT'; an allow entry wins over a deny entry; or false: no network device), hosts
    * ({name: ipv4} answered by the sandbox's DNS), hostLoopback (the gateway 10.0.2.2 reaches
@@ -115,10 +148,14 @@ class Sandbox {
     }
     opts = { ...(opts || {}) };
     if (template !== undefined) opts.template = template;
-    if (opts.template === undefined) opts.template = 'base';
+    if (opts.template !== undefined && opts.template !== null && opts.rootfs !== undefined && opts.rootfs !== null) {
+      throw new InvalidArgumentError('give template (a template or snapshot) or rootfs (a root filesystem image), not both');
+    }
     const lifetime = opts.timeoutMs === undefined ? DEFAULT_SANDBOX_TIMEOUT_MS : opts.timeoutMs;
     const box = await native.create({
-      rootfs: opts.template,
+      templateName: opts.template,
+      templateDir: opts.templateDir,
+      rootfs: opts.rootfs,
       vcpus: positive(opts.cpuCount, 'cpuCount'),
       memoryMib: positive(opts.memoryMB, 'memoryMB'),
       lifetimeMs: lifetime === Infinity ? 0 : positive(lifetime, 'timeoutMs'),
@@ -133,9 +170,25 @@ class Sandbox {
       consoleFd: opts.consoleFd,
       ...networkOptions(opts),
     });
-    return new Sandbox(box, opts);
+    return new Sandbox(box, opts.template ?? opts.rootfs ?? 'base');
   }
 
+  /**
+   * Brings back a sandbox written to `path` by pause(), in this process or another one: same
+   * id, processes, files, envs and metadata. The directory is removed on success (a pause is
+   * resumed at most once) and left as it was on failure. opts: timeoutMs (lifetime from now,
+   * default 300000), bootTimeoutMs, consoleFd, allowInternetAccess, network ({allowOut,
+   * denyOut}).
+   */
+  static async resume(path, opts) {
+    const o = restoreOptions(opts, ['timeoutMs', 'bootTimeoutMs', 'consoleFd', 'allowInternetAccess', 'network'], 'Sandbox.resume');
+    const box = await native.resume(path, o);
+    const sb = new Sandbox(box, '');
+    // The template is not part of the pause; the registry entry of the id still has it.
+    const me = (await native.listRunning()).find((s) => s.id === sb.sandboxId);
+    if (me) sb.templateId = me.rootfs;
+    return sb;
+  }
   /**
    * Sandboxes running on this machine, from any process of this user. query.metadata keeps
    * those whose metadata contains all the given pairs.
@@ -168,8 +221,9 @@ class Sandbox {
     return Object.fromEntries(native.metadata(this._box));
   }
 
-  /** 'booting' | 'running' | 'stopped' | 'failed' | 'killed'. */
+  /** 'booting' | 'running' | 'stopped' | 'failed' | 'paused' (after pause()) | 'killed'. */
   get state() {
+    if (this._paused) return 'paused';
     if (native.killed(this._box)) return 'killed';
     return STATES[native.state(this._box)] || 'failed';
   }
@@ -182,6 +236,46 @@ class Sandbox {
     const was = !native.killed(this._box);
     await native.kill(this._box);
     return was;
+  }
+
+  /**
+   * Saves the running sandbox (memory, devices, disk changes, running processes) as a
+   * snapshot that Sandbox.create() accepts like a template: a template name (stored in the
+   * default store, $SBX_TEMPLATE_DIR, replacing an older one of that name) or a directory
+   * path (contains '/'; must not exist). The sandbox stands still while its memory is
+   * written, then goes on. Resolves to nameOrPath.
+   */
+  async snapshot(nameOrPath) {
+    await native.snapshot(this._box, nameOrPath);
+    return nameOrPath;
+  }
+
+  /**
+   * Writes the sandbox to the directory `path` (must not exist) and stops it: its memory and
+   * VM are released, state becomes 'paused' and nothing else can be done with this object.
+   * Sandbox.resume(path) brings it back (same id, processes and files). Resolves to path
+   * (E2B's pause() resolves to an id to resume; here the directory is that id).
+   */
+  async pause(path) {
+    await native.pause(this._box, path);
+    // Only destroying the handle remains: do it now, before a resumed sandbox carries the id.
+    this._paused = true;
+    await native.kill(this._box);
+    return path;
+  }
+
+  /**
+   * Makes n (1..1024) running copies of this sandbox from one checkpoint, each independent:
+   * own id, memory (copy-on-write) and disk; processes, files, envs and metadata as this one
+   * had them. This sandbox goes on. opts (the copies'; the egress policy is not inherited):
+   * timeoutMs (default 300000), consoleFd, allowInternetAccess, network ({allowOut,
+   * denyOut}). Either all copies are made or none.
+   */
+  async fork(n = 1, opts) {
+    const o = restoreOptions(opts, ['timeoutMs', 'consoleFd', 'allowInternetAccess', 'network'], 'fork');
+    if (!Number.isInteger(n) || n < 1 || n > 1024) throw new InvalidArgumentError('n must be an integer 1..1024');
+    const boxes = await native.fork(this._box, n, o);
+    return boxes.map((b) => new Sandbox(b, this.templateId));
   }
 
   /** Sets the lifetime to end timeoutMs from now (extends or shortens it); 0 removes the limit. */

@@ -974,42 +974,185 @@ static napi_value f_release(napi_env env, napi_callback_info info)
     return NULL;
 }
 
-/* --- create ----------------------------------------------------------------------------- */
+/* --- create, resume, fork ---------------------------------------------------------------- */
 
+/* sbx_options and the strings it points to, parsed from the object built by lib/sandbox.js. */
 typedef struct {
-    job j;
     sbx_options o;
     char *kernel, *rootfs, *cmdline, *image_dir, *user;
     char *tap_name, *tap_address, *tap_gateway, *tap_dns;
+    char *template_name, *template_dir;
     char **envs, **metadata, **allow_out, **deny_out, **hosts;
     sbx_disk *disks;
     unsigned ndisks;
+} create_args;
+
+static void create_args_free(create_args *a)
+{
+    free(a->kernel);
+    free(a->rootfs);
+    free(a->cmdline);
+    free(a->image_dir);
+    free(a->user);
+    free(a->tap_name);
+    free(a->tap_address);
+    free(a->tap_gateway);
+    free(a->tap_dns);
+    free(a->template_name);
+    free(a->template_dir);
+    strv_free(a->envs);
+    strv_free(a->metadata);
+    strv_free(a->allow_out);
+    strv_free(a->deny_out);
+    strv_free(a->hosts);
+    for (unsigned i = 0; i < a->ndisks; i++) {
+        free((char *)a->disks[i].path);
+        free((char *)a->disks[i].serial);
+    }
+    free(a->disks);
+    memset(a, 0, sizeof(*a));
+}
+
+/* Fills a from the options object o; throws and returns -1 on bad input (a is then freed). */
+static int parse_create(napi_env env, napi_value o, create_args *a)
+{
+    sbx_options def = SBX_OPTIONS_INIT;
+    memset(a, 0, sizeof(*a));
+    a->o = def;
+    uint64_t life = 0;
+    unsigned cfd = 0;
+    napi_value disks;
+    if (arg_string(env, prop(env, o, "kernel"), "kernel", 1, &a->kernel) ||
+        arg_string(env, prop(env, o, "rootfs"), "rootfs", 1, &a->rootfs) ||
+        arg_string(env, prop(env, o, "templateName"), "template", 1, &a->template_name) ||
+        arg_string(env, prop(env, o, "templateDir"), "templateDir", 1, &a->template_dir) ||
+        arg_string(env, prop(env, o, "cmdlineExtra"), "cmdlineExtra", 1, &a->cmdline) ||
+        arg_string(env, prop(env, o, "imageDir"), "imageDir", 1, &a->image_dir) ||
+        arg_string(env, prop(env, o, "defaultUser"), "defaultUser", 1, &a->user) ||
+        arg_strv(env, prop(env, o, "envs"), "envs", &a->envs) ||
+        arg_strv(env, prop(env, o, "metadata"), "metadata", &a->metadata) ||
+        arg_u32(env, prop(env, o, "vcpus"), "cpuCount", 1, 0, &a->o.vcpus) ||
+        arg_u32(env, prop(env, o, "memoryMib"), "memoryMB", 1, 0, &a->o.memory_mib) ||
+        arg_u32(env, prop(env, o, "bootTimeoutMs"), "bootTimeoutMs", 1, 0, &a->o.boot_timeout_ms) ||
+        arg_u32(env, prop(env, o, "consoleFd"), "consoleFd", 1, 0, &cfd) ||
+        arg_uint(env, prop(env, o, "lifetimeMs"), "timeoutMs", 1, 9007199254740991.0, 0, &life) ||
+        arg_strv(env, prop(env, o, "allowOut"), "network.allowOut", &a->allow_out) ||
+        arg_strv(env, prop(env, o, "denyOut"), "network.denyOut", &a->deny_out) ||
+        arg_strv(env, prop(env, o, "hosts"), "hosts", &a->hosts) ||
+        arg_string(env, prop(env, o, "tapName"), "tap.name", 1, &a->tap_name) ||
+        arg_string(env, prop(env, o, "tapAddress"), "tap.address", 1, &a->tap_address) ||
+        arg_string(env, prop(env, o, "tapGateway"), "tap.gateway", 1, &a->tap_gateway) ||
+        arg_string(env, prop(env, o, "tapDns"), "tap.dns", 1, &a->tap_dns))
+        goto fail;
+    a->o.network = !arg_bool(env, prop(env, o, "network"), 1) ? SBX_NET_NONE
+                   : a->tap_name                              ? SBX_NET_TAP
+                                                              : SBX_NET_NAT;
+    a->o.tap_name = a->tap_name;
+    a->o.tap_address = a->tap_address;
+    a->o.tap_gateway = a->tap_gateway;
+    a->o.tap_dns = a->tap_dns;
+    a->o.net_policy.block_internet = !arg_bool(env, prop(env, o, "allowInternetAccess"), 1);
+    a->o.net_policy.allow_out = (const char *const *)a->allow_out;
+    a->o.net_policy.deny_out = (const char *const *)a->deny_out;
+    a->o.hosts = (const char *const *)a->hosts;
+    a->o.host_loopback = arg_bool(env, prop(env, o, "hostLoopback"), 0);
+    disks = prop(env, o, "disks");
+    if (!is_nullish(env, disks)) {
+        bool is;
+        uint32_t n;
+        if (napi_is_array(env, disks, &is) != napi_ok || !is) {
+            throw_sbx(env, SBX_EINVAL, "disks must be an array");
+            goto fail;
+        }
+        napi_get_array_length(env, disks, &n);
+        a->disks = calloc(n ? n : 1, sizeof(sbx_disk));
+        if (!a->disks) {
+            throw_sbx(env, SBX_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            napi_value d;
+            char *path = NULL, *serial = NULL;
+            napi_get_element(env, disks, i, &d);
+            if (arg_string(env, prop(env, d, "path"), "disks[].path", 0, &path) ||
+                arg_string(env, prop(env, d, "serial"), "disks[].serial", 1, &serial)) {
+                free(path);
+                goto fail;
+            }
+            a->disks[i].path = path;
+            a->disks[i].serial = serial;
+            a->disks[i].read_only = arg_bool(env, prop(env, d, "readOnly"), 0);
+            a->disks[i].ephemeral = arg_bool(env, prop(env, d, "ephemeral"), 0);
+            a->ndisks = i + 1;
+        }
+    }
+    a->o.kernel = a->kernel;
+    a->o.rootfs = a->rootfs;
+    a->o.template_name = a->template_name;
+    a->o.template_dir = a->template_dir;
+    a->o.cmdline_extra = a->cmdline;
+    a->o.image_dir = a->image_dir;
+    a->o.default_user = a->user;
+    a->o.envs = (const char *const *)a->envs;
+    a->o.metadata = (const char *const *)a->metadata;
+    a->o.disks = a->disks;
+    a->o.ndisks = a->ndisks;
+    a->o.console_fd = (int)cfd;
+    a->o.lifetime_ms = life;
+    return 0;
+fail:
+    create_args_free(a);
+    return -1;
+}
+
+/* A box for a sandbox being made, not yet in the environment's list. */
+static box *box_new(env_state *es)
+{
+    box *bx = calloc(1, sizeof(box));
+    if (!bx)
+        return NULL;
+    bx->magic = MAGIC_BOX;
+    bx->es = es;
+    bx->refs = 1; /* the job's */
+    return bx;
+}
+
+static void box_link_locked(env_state *es, box *bx)
+{
+    bx->next = es->boxes;
+    if (es->boxes)
+        es->boxes->prev = bx;
+    es->boxes = bx;
+    bx->in_list = 1;
+}
+
+/* The JS external of a box made by a job (the box keeps one reference for it). */
+static napi_value box_external(napi_env env, box *bx)
+{
+    napi_value ext;
+    pthread_mutex_lock(&bx->es->mu);
+    bx->refs++;
+    bx->js = 1;
+    pthread_mutex_unlock(&bx->es->mu);
+    if (napi_create_external(env, bx, box_finalize, NULL, &ext) != napi_ok) {
+        box_unref(bx);
+        return NULL;
+    }
+    return ext;
+}
+
+typedef struct {
+    job j;
+    create_args a;
+    char *resume_path; /* resume(path, opts) instead of create(opts) */
     box *nb;
-    int64_t console_fd;
 } j_create;
 
 static void create_fin(job *jj)
 {
     j_create *j = (j_create *)jj;
-    free(j->kernel);
-    free(j->rootfs);
-    free(j->cmdline);
-    free(j->image_dir);
-    free(j->user);
-    free(j->tap_name);
-    free(j->tap_address);
-    free(j->tap_gateway);
-    free(j->tap_dns);
-    strv_free(j->envs);
-    strv_free(j->metadata);
-    strv_free(j->allow_out);
-    strv_free(j->deny_out);
-    strv_free(j->hosts);
-    for (unsigned i = 0; i < j->ndisks; i++) {
-        free((char *)j->disks[i].path);
-        free((char *)j->disks[i].serial);
-    }
-    free(j->disks);
+    create_args_free(&j->a);
+    free(j->resume_path);
     if (j->nb)
         box_unref(j->nb);
 }
@@ -1019,7 +1162,8 @@ static void create_work(job *jj)
     j_create *j = (j_create *)jj;
     box *bx = j->nb;
     env_state *es = bx->es;
-    int r = sbx_create(&bx->sb, &j->o);
+    int r = j->resume_path ? sbx_resume(&bx->sb, j->resume_path, &j->a.o)
+                           : sbx_create(&bx->sb, &j->a.o);
     if (r == 0) {
         sbx_info inf;
         if (sbx_get_info(bx->sb, &inf) == 0)
@@ -1050,134 +1194,169 @@ static void create_work(job *jj)
 
 static napi_value create_done(napi_env env, job *jj)
 {
-    j_create *j = (j_create *)jj;
-    box *bx = j->nb;
-    napi_value ext;
-    pthread_mutex_lock(&bx->es->mu);
-    bx->refs++;
-    bx->js = 1;
-    pthread_mutex_unlock(&bx->es->mu);
-    if (napi_create_external(env, bx, box_finalize, NULL, &ext) != napi_ok) {
-        box_unref(bx);
-        return NULL;
-    }
-    return ext;
+    return box_external(env, ((j_create *)jj)->nb);
 }
 
-static napi_value f_create(napi_env env, napi_callback_info info)
+/* create(opts) -> Promise<box>; resume(path, opts) -> Promise<box> */
+static napi_value create_start(napi_env env, napi_value pathv, napi_value o)
 {
-    ARGS(1);
-    napi_value o = argv[0];
+    char *path = NULL;
+    if (pathv && arg_string(env, pathv, "path", 0, &path))
+        return NULL;
     j_create *j = (j_create *)job_new(sizeof(j_create));
     if (!j) {
+        free(path);
         throw_sbx(env, SBX_ENOMEM, "out of memory");
         return NULL;
     }
     j->j.fin = create_fin;
-    sbx_options def = SBX_OPTIONS_INIT;
-    j->o = def;
-    uint64_t life = 0;
-    unsigned cfd = 0;
-    napi_value disks;
-    if (arg_string(env, prop(env, o, "kernel"), "kernel", 1, &j->kernel) ||
-        arg_string(env, prop(env, o, "rootfs"), "template", 1, &j->rootfs) ||
-        arg_string(env, prop(env, o, "cmdlineExtra"), "cmdlineExtra", 1, &j->cmdline) ||
-        arg_string(env, prop(env, o, "imageDir"), "imageDir", 1, &j->image_dir) ||
-        arg_string(env, prop(env, o, "defaultUser"), "defaultUser", 1, &j->user) ||
-        arg_strv(env, prop(env, o, "envs"), "envs", &j->envs) ||
-        arg_strv(env, prop(env, o, "metadata"), "metadata", &j->metadata) ||
-        arg_u32(env, prop(env, o, "vcpus"), "cpuCount", 1, 0, &j->o.vcpus) ||
-        arg_u32(env, prop(env, o, "memoryMib"), "memoryMB", 1, 0, &j->o.memory_mib) ||
-        arg_u32(env, prop(env, o, "bootTimeoutMs"), "bootTimeoutMs", 1, 0, &j->o.boot_timeout_ms) ||
-        arg_u32(env, prop(env, o, "consoleFd"), "consoleFd", 1, 0, &cfd) ||
-        arg_uint(env, prop(env, o, "lifetimeMs"), "timeoutMs", 1, 9007199254740991.0, 0, &life) ||
-        arg_strv(env, prop(env, o, "allowOut"), "network.allowOut", &j->allow_out) ||
-        arg_strv(env, prop(env, o, "denyOut"), "network.denyOut", &j->deny_out) ||
-        arg_strv(env, prop(env, o, "hosts"), "hosts", &j->hosts) ||
-        arg_string(env, prop(env, o, "tapName"), "tap.name", 1, &j->tap_name) ||
-        arg_string(env, prop(env, o, "tapAddress"), "tap.address", 1, &j->tap_address) ||
-        arg_string(env, prop(env, o, "tapGateway"), "tap.gateway", 1, &j->tap_gateway) ||
-        arg_string(env, prop(env, o, "tapDns"), "tap.dns", 1, &j->tap_dns))
-        goto fail;
-    j->o.network = !arg_bool(env, prop(env, o, "network"), 1) ? SBX_NET_NONE
-                   : j->tap_name                              ? SBX_NET_TAP
-                                                              : SBX_NET_NAT;
-    j->o.tap_name = j->tap_name;
-    j->o.tap_address = j->tap_address;
-    j->o.tap_gateway = j->tap_gateway;
-    j->o.tap_dns = j->tap_dns;
-    j->o.net_policy.block_internet = !arg_bool(env, prop(env, o, "allowInternetAccess"), 1);
-    j->o.net_policy.allow_out = (const char *const *)j->allow_out;
-    j->o.net_policy.deny_out = (const char *const *)j->deny_out;
-    j->o.hosts = (const char *const *)j->hosts;
-    j->o.host_loopback = arg_bool(env, prop(env, o, "hostLoopback"), 0);
-    disks = prop(env, o, "disks");
-    if (!is_nullish(env, disks)) {
-        bool is;
-        uint32_t n;
-        if (napi_is_array(env, disks, &is) != napi_ok || !is) {
-            throw_sbx(env, SBX_EINVAL, "disks must be an array");
-            goto fail;
-        }
-        napi_get_array_length(env, disks, &n);
-        j->disks = calloc(n ? n : 1, sizeof(sbx_disk));
-        if (!j->disks) {
-            throw_sbx(env, SBX_ENOMEM, "out of memory");
-            goto fail;
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            napi_value d;
-            char *path = NULL, *serial = NULL;
-            napi_get_element(env, disks, i, &d);
-            if (arg_string(env, prop(env, d, "path"), "disks[].path", 0, &path) ||
-                arg_string(env, prop(env, d, "serial"), "disks[].serial", 1, &serial)) {
-                free(path);
-                goto fail;
-            }
-            j->disks[i].path = path;
-            j->disks[i].serial = serial;
-            j->disks[i].read_only = arg_bool(env, prop(env, d, "readOnly"), 0);
-            j->disks[i].ephemeral = arg_bool(env, prop(env, d, "ephemeral"), 0);
-            j->ndisks = i + 1;
-        }
+    j->resume_path = path;
+    if (parse_create(env, o, &j->a)) {
+        create_fin(&j->j);
+        free(j);
+        return NULL;
     }
-    j->o.kernel = j->kernel;
-    j->o.rootfs = j->rootfs;
-    j->o.cmdline_extra = j->cmdline;
-    j->o.image_dir = j->image_dir;
-    j->o.default_user = j->user;
-    j->o.envs = (const char *const *)j->envs;
-    j->o.metadata = (const char *const *)j->metadata;
-    j->o.disks = j->disks;
-    j->o.ndisks = j->ndisks;
-    j->o.console_fd = (int)cfd;
-    j->o.lifetime_ms = life;
-
     env_state *es = get_es(env);
-    box *bx = calloc(1, sizeof(box));
+    box *bx = box_new(es);
     if (!bx) {
         throw_sbx(env, SBX_ENOMEM, "out of memory");
-        goto fail;
+        create_fin(&j->j);
+        free(j);
+        return NULL;
     }
-    bx->magic = MAGIC_BOX;
-    bx->es = es;
-    bx->refs = 1;   /* the job's */
     bx->active = 1; /* the create thread, until sbx_create returns */
     pthread_mutex_lock(&es->mu);
-    bx->next = es->boxes;
-    if (es->boxes)
-        es->boxes->prev = bx;
-    es->boxes = bx;
-    bx->in_list = 1;
+    box_link_locked(es, bx);
     pthread_mutex_unlock(&es->mu);
     j->nb = bx;
     j->j.work = create_work;
     j->j.done = create_done;
     return job_start(env, &j->j, NULL, 0, NULL);
-fail:
-    create_fin(&j->j);
-    free(j);
-    return NULL;
+}
+
+static napi_value f_create(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    return create_start(env, NULL, argv[0]);
+}
+
+static napi_value f_resume(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    return create_start(env, argv[0], argv[1]);
+}
+
+/* fork(box, n, opts) -> Promise<box[]>: the copies are made by sbx_fork on the parent. */
+typedef struct {
+    job j;
+    create_args a;
+    unsigned n;
+    sbx **out;
+    box **nbs;
+} j_fork;
+
+static void fork_fin(job *jj)
+{
+    j_fork *j = (j_fork *)jj;
+    create_args_free(&j->a);
+    for (unsigned i = 0; j->nbs && i < j->n; i++) {
+        box *bx = j->nbs[i];
+        if (!bx)
+            continue;
+        env_state *es = bx->es;
+        pthread_mutex_lock(&es->mu);
+        if (!bx->in_list && !bx->sb)
+            bx->destroyed = 1; /* never held a sandbox: freed with its last reference */
+        box_unref_locked(bx);
+        pthread_mutex_unlock(&es->mu);
+    }
+    free(j->nbs);
+    free(j->out);
+}
+
+static void fork_work(job *jj)
+{
+    j_fork *j = (j_fork *)jj;
+    env_state *es = jj->es;
+    int r = sbx_fork(jj->bx->sb, j->n, &j->a.o, j->out);
+    if (r < 0) {
+        job_set_error(jj, r);
+        return;
+    }
+    pthread_mutex_lock(&es->mu);
+    int closing = es->closing;
+    for (unsigned i = 0; !closing && i < j->n; i++) {
+        box *bx = j->nbs[i];
+        sbx_info inf;
+        bx->sb = j->out[i];
+        j->out[i] = NULL;
+        if (sbx_get_info(bx->sb, &inf) == 0)
+            memcpy(bx->id, inf.id, sizeof(bx->id));
+        box_link_locked(es, bx);
+    }
+    pthread_mutex_unlock(&es->mu);
+    if (closing) {
+        /* The environment is being torn down and no longer looks for new boxes. */
+        for (unsigned i = 0; i < j->n; i++) {
+            sbx_destroy(j->out[i]);
+            j->out[i] = NULL;
+        }
+        jj->rc = SBX_ESTATE;
+        jj->err = strdup("the environment is shutting down");
+    }
+}
+
+static napi_value fork_done(napi_env env, job *jj)
+{
+    j_fork *j = (j_fork *)jj;
+    napi_value a;
+    napi_create_array_with_length(env, j->n, &a);
+    for (unsigned i = 0; i < j->n; i++) {
+        napi_value ext = box_external(env, j->nbs[i]);
+        if (!ext)
+            return NULL;
+        napi_set_element(env, a, i, ext);
+    }
+    return a;
+}
+
+static napi_value f_fork(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    box *bx = get_box(env, argv[0]);
+    unsigned n;
+    if (!bx || arg_u32(env, argv[1], "n", 0, 0, &n))
+        return NULL;
+    if (n < 1 || n > 1024) {
+        throw_sbx(env, SBX_EINVAL, "n must be 1..1024");
+        return NULL;
+    }
+    j_fork *j = (j_fork *)job_new(sizeof(j_fork));
+    if (!j) {
+        throw_sbx(env, SBX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    j->j.fin = fork_fin;
+    if (parse_create(env, argv[2], &j->a)) {
+        free(j);
+        return NULL;
+    }
+    j->n = n;
+    j->out = calloc(n, sizeof(sbx *));
+    j->nbs = calloc(n, sizeof(box *));
+    for (unsigned i = 0; j->nbs && i < n; i++)
+        if (!(j->nbs[i] = box_new(get_es(env))))
+            break;
+    if (!j->out || !j->nbs || !j->nbs[n - 1]) {
+        throw_sbx(env, SBX_ENOMEM, "out of memory");
+        fork_fin(&j->j);
+        free(j);
+        return NULL;
+    }
+    j->j.work = fork_work;
+    j->j.done = fork_done;
+    keep(env, &j->j, argv[0]);
+    return job_start(env, &j->j, bx, 1, NULL);
 }
 
 /* --- list running ------------------------------------------------------------------------ */
@@ -1574,6 +1753,60 @@ static napi_value f_set_timeout(napi_env env, napi_callback_info info)
 static napi_value f_metrics(napi_env env, napi_callback_info info)
 {
     return simple_start(env, info, OP_METRICS);
+}
+
+/* snapshot(box, nameOrPath) / pause(box, path) -> Promise<void> */
+enum { SNAP_SNAPSHOT, SNAP_PAUSE };
+
+typedef struct {
+    job j;
+    int op;
+    char *path;
+} j_snap;
+
+static void snap_work(job *jj)
+{
+    j_snap *j = (j_snap *)jj;
+    int r =
+        j->op == SNAP_PAUSE ? sbx_pause(jj->bx->sb, j->path) : sbx_snapshot(jj->bx->sb, j->path);
+    if (r < 0)
+        job_set_error(jj, r);
+}
+
+static void snap_fin(job *jj)
+{
+    free(((j_snap *)jj)->path);
+}
+
+static napi_value snap_start(napi_env env, napi_callback_info info, int op)
+{
+    ARGS(2);
+    box *bx = get_box(env, argv[0]);
+    char *path;
+    if (!bx || arg_string(env, argv[1], op == SNAP_PAUSE ? "path" : "nameOrPath", 0, &path))
+        return NULL;
+    j_snap *j = (j_snap *)job_new(sizeof(j_snap));
+    if (!j) {
+        free(path);
+        throw_sbx(env, SBX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    j->op = op;
+    j->path = path;
+    j->j.work = snap_work;
+    j->j.fin = snap_fin;
+    keep(env, &j->j, argv[0]);
+    return job_start(env, &j->j, bx, 1, NULL);
+}
+
+static napi_value f_snapshot(napi_env env, napi_callback_info info)
+{
+    return snap_start(env, info, SNAP_SNAPSHOT);
+}
+
+static napi_value f_pause(napi_env env, napi_callback_info info)
+{
+    return snap_start(env, info, SNAP_PAUSE);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -3182,6 +3415,269 @@ static napi_value f_file_close(napi_env env, napi_callback_info info)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Templates                                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+enum { TPL_BUILD, TPL_LIST, TPL_REMOVE };
+
+/* Build, list and remove: no sandbox; messages come back in err. Callbacks of a build:
+   keep[1] onOutput (through exec_on_output / chunk_run), keep[2] onProgress. */
+typedef struct {
+    job j;
+    int op;
+    sbx_template_build_options o;
+    char *name, *dockerfile, *dockerfile_text, *context, *start_cmd, *ready;
+    char *template_dir, *kernel, *image_dir;
+    char **build_args, **tags;
+    sbx_template_info info;
+    sbx_template_info *list;
+    size_t n;
+    char err[4096];
+} j_tpl;
+
+static void tpl_fin(job *jj)
+{
+    j_tpl *j = (j_tpl *)jj;
+    free(j->name);
+    free(j->dockerfile);
+    free(j->dockerfile_text);
+    free(j->context);
+    free(j->start_cmd);
+    free(j->ready);
+    free(j->template_dir);
+    free(j->kernel);
+    free(j->image_dir);
+    strv_free(j->build_args);
+    strv_free(j->tags);
+    if (j->list)
+        sbx_template_list_free(j->list, j->n);
+}
+
+typedef struct {
+    msg m;
+    job *j;
+    sbx_template_progress p; /* text points into the message */
+    char text[];
+} tprog_msg;
+
+static void tprog_drop(msg *m)
+{
+    free(m);
+}
+
+static void tprog_run(napi_env env, msg *m)
+{
+    tprog_msg *pm = (tprog_msg *)m;
+    job *j = pm->j;
+    napi_value fn, arg, global, ret;
+    if (!atomic_load(&j->cancel) && j->keep[2] &&
+        napi_get_reference_value(env, j->keep[2], &fn) == napi_ok && fn) {
+        napi_create_object(env, &arg);
+        set_num(env, arg, "step", pm->p.step);
+        set_num(env, arg, "steps", pm->p.nsteps);
+        set_str(env, arg, "text", pm->text);
+        set_bool(env, arg, "cached", pm->p.cached);
+        set_bool(env, arg, "done", pm->p.done);
+        set_num(env, arg, "elapsedMs", (double)pm->p.elapsed_ms);
+        napi_get_global(env, &global);
+        if (napi_call_function(env, global, fn, 1, &arg, &ret) != napi_ok) {
+            napi_value e;
+            if (napi_get_and_clear_last_exception(env, &e) == napi_ok && !j->cb_error)
+                napi_create_reference(env, e, 1, &j->cb_error);
+            atomic_store(&j->cancel, 1); /* the build stops at its next output */
+        }
+    }
+    free(pm);
+}
+
+static void tpl_on_progress(void *ctx, const sbx_template_progress *p)
+{
+    job *j = ctx;
+    if (atomic_load(&j->cancel) || !j->keep[2])
+        return;
+    const char *text = p->text ? p->text : "";
+    size_t len = strnlen(text, 4096);
+    tprog_msg *pm = malloc(sizeof(tprog_msg) + len + 1);
+    if (!pm)
+        return;
+    pm->m.run = tprog_run;
+    pm->m.drop = tprog_drop;
+    pm->j = j;
+    pm->p = *p;
+    memcpy(pm->text, text, len);
+    pm->text[len] = 0;
+    post(j->es, &pm->m);
+}
+
+static void tpl_work(job *jj)
+{
+    j_tpl *j = (j_tpl *)jj;
+    int r = 0;
+    switch (j->op) {
+    case TPL_BUILD:
+        r = sbx_template_build(&j->o, &j->info, j->err, sizeof(j->err));
+        break;
+    case TPL_LIST:
+        r = sbx_template_list(j->template_dir, &j->list, &j->n, j->err, sizeof(j->err));
+        break;
+    case TPL_REMOVE:
+        r = sbx_template_remove(j->template_dir, j->name, j->err, sizeof(j->err));
+        break;
+    }
+    if (r < 0) {
+        jj->rc = r;
+        jj->err = strdup(j->err[0] ? j->err : sbx_strerror(r));
+    }
+}
+
+static napi_value tpl_info_value(napi_env env, const sbx_template_info *i)
+{
+    napi_value o;
+    napi_create_object(env, &o);
+    set_str(env, o, "name", i->name);
+    set_bool(env, o, "isSnapshot", i->is_snapshot);
+    set_str(env, o, "parent", i->parent);
+    set_num(env, o, "vcpus", i->vcpus);
+    set_num(env, o, "memoryMib", i->memory_mib);
+    set_num(env, o, "diskMib", (double)i->disk_mib);
+    set_num(env, o, "nsteps", i->nsteps);
+    set_num(env, o, "ncached", i->ncached);
+    set_num(env, o, "createdMs", (double)i->created_ns / 1e6);
+    set_num(env, o, "memoryBytes", (double)i->memory_bytes);
+    set_num(env, o, "diskBytes", (double)i->disk_bytes);
+    set_num(env, o, "buildMs", (double)i->build_ms);
+    set_str(env, o, "tags", i->tags);
+    set_str(env, o, "error", i->error);
+    return o;
+}
+
+static napi_value tpl_done(napi_env env, job *jj)
+{
+    j_tpl *j = (j_tpl *)jj;
+    napi_value v = NULL;
+    if (j->op == TPL_BUILD) {
+        v = tpl_info_value(env, &j->info);
+    } else if (j->op == TPL_LIST) {
+        napi_create_array_with_length(env, j->n, &v);
+        for (size_t i = 0; i < j->n; i++)
+            napi_set_element(env, v, (uint32_t)i, tpl_info_value(env, &j->list[i]));
+    }
+    return v;
+}
+
+static j_tpl *tpl_new(napi_env env, int op)
+{
+    j_tpl *j = (j_tpl *)job_new(sizeof(j_tpl));
+    if (!j) {
+        throw_sbx(env, SBX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    j->op = op;
+    j->j.work = tpl_work;
+    j->j.done = tpl_done;
+    j->j.fin = tpl_fin;
+    return j;
+}
+
+static void tpl_abandon(j_tpl *j)
+{
+    tpl_fin(&j->j);
+    free(j);
+}
+
+/* templateBuild({name, dockerfile | dockerfileText, context, buildArgs, tags, vcpus, memoryMib,
+   diskMib, startCmd, ready, readyTimeoutMs, stepTimeoutMs, noCache, templateDir, kernel,
+   imageDir, hostLoopback}, onOutput?, onProgress?) -> Promise<info> */
+static napi_value f_template_build(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    napi_value o = argv[0];
+    napi_ref out_ref = NULL, prog_ref = NULL;
+    j_tpl *j = tpl_new(env, TPL_BUILD);
+    if (!j)
+        return NULL;
+    sbx_template_build_options def = SBX_TEMPLATE_BUILD_OPTIONS_INIT;
+    j->o = def;
+    uint64_t disk = 0;
+    if (arg_string(env, prop(env, o, "name"), "name", 0, &j->name) ||
+        arg_string(env, prop(env, o, "dockerfile"), "dockerfile", 1, &j->dockerfile) ||
+        arg_string(env, prop(env, o, "dockerfileText"), "dockerfileText", 1, &j->dockerfile_text) ||
+        arg_string(env, prop(env, o, "context"), "context", 1, &j->context) ||
+        arg_strv(env, prop(env, o, "buildArgs"), "buildArgs", &j->build_args) ||
+        arg_strv(env, prop(env, o, "tags"), "tags", &j->tags) ||
+        arg_u32(env, prop(env, o, "vcpus"), "cpuCount", 1, 0, &j->o.vcpus) ||
+        arg_u32(env, prop(env, o, "memoryMib"), "memoryMB", 1, 0, &j->o.memory_mib) ||
+        arg_uint(env, prop(env, o, "diskMib"), "diskMB", 1, 9007199254740991.0, 0, &disk) ||
+        arg_string(env, prop(env, o, "startCmd"), "startCmd", 1, &j->start_cmd) ||
+        arg_string(env, prop(env, o, "ready"), "ready", 1, &j->ready) ||
+        arg_u32(env, prop(env, o, "readyTimeoutMs"), "readyTimeoutMs", 1, 0,
+                &j->o.ready_timeout_ms) ||
+        arg_u32(env, prop(env, o, "stepTimeoutMs"), "stepTimeoutMs", 1, 0, &j->o.step_timeout_ms) ||
+        arg_string(env, prop(env, o, "templateDir"), "templateDir", 1, &j->template_dir) ||
+        arg_string(env, prop(env, o, "kernel"), "kernel", 1, &j->kernel) ||
+        arg_string(env, prop(env, o, "imageDir"), "imageDir", 1, &j->image_dir) ||
+        arg_function(env, argv[1], "onOutput", 1, &out_ref) ||
+        arg_function(env, argv[2], "onProgress", 1, &prog_ref)) {
+        if (out_ref)
+            napi_delete_reference(env, out_ref);
+        tpl_abandon(j);
+        return NULL;
+    }
+    j->o.name = j->name;
+    j->o.dockerfile = j->dockerfile;
+    j->o.dockerfile_text = j->dockerfile_text;
+    j->o.context = j->context;
+    j->o.build_args = (const char *const *)j->build_args;
+    j->o.tags = (const char *const *)j->tags;
+    j->o.disk_mib = disk;
+    j->o.start_cmd = j->start_cmd;
+    j->o.ready = j->ready;
+    j->o.no_cache = arg_bool(env, prop(env, o, "noCache"), 0);
+    j->o.template_dir = j->template_dir;
+    j->o.kernel = j->kernel;
+    j->o.image_dir = j->image_dir;
+    j->o.host_loopback = arg_bool(env, prop(env, o, "hostLoopback"), 0);
+    j->o.ctx = &j->j;
+    /* Always installed: a callback that threw stops the build at its next output. */
+    j->o.on_output = exec_on_output;
+    j->j.keep[1] = out_ref;
+    if (prog_ref) {
+        j->j.keep[2] = prog_ref;
+        j->o.on_progress = tpl_on_progress;
+    }
+    return job_start(env, &j->j, NULL, 0, NULL);
+}
+
+/* templateList(templateDir?) -> Promise<info[]> */
+static napi_value f_template_list(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    j_tpl *j = tpl_new(env, TPL_LIST);
+    if (!j)
+        return NULL;
+    if (arg_string(env, argv[0], "templateDir", 1, &j->template_dir)) {
+        tpl_abandon(j);
+        return NULL;
+    }
+    return job_start(env, &j->j, NULL, 0, NULL);
+}
+
+/* templateRemove(name, templateDir?) -> Promise<void> */
+static napi_value f_template_remove(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    j_tpl *j = tpl_new(env, TPL_REMOVE);
+    if (!j)
+        return NULL;
+    if (arg_string(env, argv[0], "name", 0, &j->name) ||
+        arg_string(env, argv[1], "templateDir", 1, &j->template_dir)) {
+        tpl_abandon(j);
+        return NULL;
+    }
+    return job_start(env, &j->j, NULL, 0, NULL);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Environment teardown and module init                                                      */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -3235,6 +3731,13 @@ NAPI_MODULE_INIT()
         FN("hold", f_hold),
         FN("release", f_release),
         FN("create", f_create),
+        FN("resume", f_resume),
+        FN("fork", f_fork),
+        FN("snapshot", f_snapshot),
+        FN("pause", f_pause),
+        FN("templateBuild", f_template_build),
+        FN("templateList", f_template_list),
+        FN("templateRemove", f_template_remove),
         FN("listRunning", f_list_running),
         FN("kill", f_kill_box),
         FN("interrupt", f_interrupt),

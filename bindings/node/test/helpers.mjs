@@ -3,7 +3,7 @@
 import { Sandbox, codes } from '../index.mjs';
 
 /** Small guests keep the emulated test host responsive. */
-export const GUEST = { template: 'base', memoryMB: 256 };
+export const GUEST = { rootfs: 'base', memoryMB: 256 };
 
 /**
  * Boots a sandbox for test t and kills it when the test ends. Skips the test (the ctest

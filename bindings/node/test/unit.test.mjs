@@ -10,6 +10,7 @@ import * as lib from '../index.mjs';
 
 const {
   Sandbox,
+  Template,
   codes,
   SandboxError,
   InvalidArgumentError,
@@ -134,4 +135,34 @@ test('every_public_function_is_bound', async () => {
   const covered = new Set(['sbx_metadata']);
   const missing = names.filter((n) => !covered.has(n) && !new RegExp(`\\b${n}\\b`).test(addon));
   assert.deepEqual(missing, []);
+});
+
+test('template_argument_errors', async () => {
+  // template names a template of the store (not an image); bad template and snapshot
+  // arguments fail before anything boots.
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sbx-node-unit-'));
+  try {
+    await assert.rejects(Sandbox.create({ template: 'no-such-template', templateDir: dir }), (e) => {
+      assert.ok(e instanceof NotFoundError, `${e}`);
+      assert.match(e.message, /no-such-template/);
+      return true;
+    });
+    await assert.rejects(Sandbox.create({ template: 'x', rootfs: 'base' }), InvalidArgumentError);
+    await assert.rejects(Sandbox.create({ templateDir: 5 }), InvalidArgumentError);
+    await assert.rejects(Sandbox.resume(5), InvalidArgumentError);
+    await assert.rejects(Sandbox.resume('/x', { envs: { A: 'b' } }), InvalidArgumentError);
+    await assert.rejects(Sandbox.resume('/x', { network: false }), InvalidArgumentError);
+    await assert.rejects(Template.build({ name: 't', templateDir: dir }), InvalidArgumentError);
+    await assert.rejects(Template.build({ name: 't', dockerfile: 'D', dockerfileText: 'FROM base' }), InvalidArgumentError);
+    await assert.rejects(Template.build({ name: 't', dockerfileText: 'FROM base', tags: 'a' }), InvalidArgumentError);
+    await assert.rejects(Template.build({ name: 't', dockerfileText: 'FROM base', onOutput: 5 }), InvalidArgumentError);
+    await assert.rejects(Template.build({ dockerfileText: 'FROM base', templateDir: dir }), InvalidArgumentError);
+    await assert.rejects(Template.remove(5), InvalidArgumentError);
+    assert.deepEqual(await Template.list({ templateDir: path.join(dir, 'none') }), []);
+    await assert.rejects(Template.remove('nope', { templateDir: dir }), NotFoundError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

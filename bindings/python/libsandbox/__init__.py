@@ -53,7 +53,7 @@ from .files import (
     WriteEntry,
     WriteInfo,
 )
-from .aio import AsyncCommandHandle, AsyncSandbox, AsyncWatchHandle
+from .aio import AsyncCommandHandle, AsyncSandbox, AsyncTemplate, AsyncWatchHandle
 from .pty import Pty, PtyHandle, PtySize
 from .sandbox import (
     Disk,
@@ -65,12 +65,14 @@ from .sandbox import (
     strerror,
     version,
 )
+from .template import Template, TemplateBuildProgress, TemplateInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncCommandHandle",
     "AsyncSandbox",
+    "AsyncTemplate",
     "AsyncWatchHandle",
     "CommandHandle",
     "CommandResult",
@@ -117,7 +119,10 @@ __all__ = [
     "NetworkStats",
     "SandboxMetrics",
     "SandboxNotRunningException",
+    "Template",
+    "TemplateBuildProgress",
     "TemplateException",
+    "TemplateInfo",
     "TimeoutException",
     "WatchHandle",
     "WouldBlockException",

@@ -60,14 +60,16 @@ SBX_STATE_BOOTING = 0
 SBX_STATE_RUNNING = 1
 SBX_STATE_STOPPED = 2
 SBX_STATE_FAILED = 3
+SBX_STATE_PAUSED = 4
 
 SBX_NO_TIMEOUT = 0xFFFFFFFF
 SBX_STDOUT = 1
 SBX_STDERR = 2
 
-SBX_OPTIONS_VERSION = 2
+SBX_OPTIONS_VERSION = 3
 SBX_EXEC_OPTIONS_VERSION = 1
 SBX_FILE_OPTIONS_VERSION = 1
+SBX_TEMPLATE_OPTIONS_VERSION = 1
 
 SBX_NET_NAT = 0
 SBX_NET_NONE = 1
@@ -141,6 +143,9 @@ class sbx_options(Structure):
         ("tap_address", c_char_p),
         ("tap_gateway", c_char_p),
         ("tap_dns", c_char_p),
+        # version 3
+        ("template_name", c_char_p),
+        ("template_dir", c_char_p),
     ]
 
 
@@ -275,6 +280,67 @@ class sbx_watch_event(Structure):
     _fields_ = [("op", c_int), ("name", c_char * 4096)]
 
 
+class sbx_template_progress(Structure):
+    _fields_ = [
+        ("step", c_uint),
+        ("nsteps", c_uint),
+        ("text", c_char_p),
+        ("cached", c_int),
+        ("done", c_int),
+        ("elapsed_ms", c_uint64),
+    ]
+
+
+# void (*on_progress)(void *ctx, const sbx_template_progress *p)
+sbx_template_progress_fn = ctypes.CFUNCTYPE(None, c_void_p, POINTER(sbx_template_progress))
+
+
+class sbx_template_build_options(Structure):
+    _fields_ = [
+        ("version", c_uint),
+        ("name", c_char_p),
+        ("dockerfile", c_char_p),
+        ("dockerfile_text", c_char_p),
+        ("context", c_char_p),
+        ("build_args", POINTER(c_char_p)),
+        ("tags", POINTER(c_char_p)),
+        ("vcpus", c_uint),
+        ("memory_mib", c_uint),
+        ("disk_mib", c_uint64),
+        ("start_cmd", c_char_p),
+        ("ready", c_char_p),
+        ("ready_timeout_ms", c_uint),
+        ("step_timeout_ms", c_uint),
+        ("no_cache", c_int),
+        ("template_dir", c_char_p),
+        ("kernel", c_char_p),
+        ("image_dir", c_char_p),
+        ("host_loopback", c_int),
+        ("on_output", sbx_output_fn),
+        ("on_progress", sbx_template_progress_fn),
+        ("ctx", c_void_p),
+    ]
+
+
+class sbx_template_info(Structure):
+    _fields_ = [
+        ("name", c_char * 64),
+        ("is_snapshot", c_int),
+        ("parent", c_char * 256),
+        ("vcpus", c_uint),
+        ("memory_mib", c_uint),
+        ("disk_mib", c_uint64),
+        ("nsteps", c_uint),
+        ("ncached", c_uint),
+        ("created_ns", c_uint64),
+        ("memory_bytes", c_uint64),
+        ("disk_bytes", c_uint64),
+        ("build_ms", c_uint64),
+        ("tags", c_char * 256),
+        ("error", c_char * 256),
+    ]
+
+
 #: Every struct of the header, by C name (the layout test compares them with a C compiler).
 STRUCTS = {
     "sbx_disk": sbx_disk,
@@ -290,6 +356,9 @@ STRUCTS = {
     "sbx_file_options": sbx_file_options,
     "sbx_entry": sbx_entry,
     "sbx_watch_event": sbx_watch_event,
+    "sbx_template_progress": sbx_template_progress,
+    "sbx_template_build_options": sbx_template_build_options,
+    "sbx_template_info": sbx_template_info,
 }
 
 _P = c_void_p  # opaque handles: sbx*, sbx_proc*, sbx_file*, sbx_watch*
@@ -357,6 +426,20 @@ _PROTOTYPES = {
     "sbx_watch_fd": (c_int, [_P]),
     "sbx_watch_next": (c_int, [_P, POINTER(sbx_watch_event), c_uint]),
     "sbx_watch_close": (None, [_P]),
+    "sbx_snapshot": (c_int, [_P, c_char_p]),
+    "sbx_pause": (c_int, [_P, c_char_p]),
+    "sbx_resume": (c_int, [POINTER(_P), c_char_p, POINTER(sbx_options)]),
+    "sbx_fork": (c_int, [_P, c_uint, POINTER(sbx_options), POINTER(_P)]),
+    "sbx_template_build": (
+        c_int,
+        [POINTER(sbx_template_build_options), POINTER(sbx_template_info), c_char_p, c_size_t],
+    ),
+    "sbx_template_list": (
+        c_int,
+        [c_char_p, POINTER(POINTER(sbx_template_info)), POINTER(c_size_t), c_char_p, c_size_t],
+    ),
+    "sbx_template_list_free": (None, [POINTER(sbx_template_info), c_size_t]),
+    "sbx_template_remove": (c_int, [c_char_p, c_char_p, c_char_p, c_size_t]),
     # libc free() for sbx_read_file's buffer
 }
 

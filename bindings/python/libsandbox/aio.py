@@ -24,6 +24,7 @@ from .exceptions import CommandExitException
 from .files import EntryInfo, FilesystemEvent, WatchHandle
 from .pty import PtySize, SizeLike, _size
 from .sandbox import NetworkStats, Sandbox, SandboxInfo, SandboxMetrics
+from .template import Template, TemplateInfo
 
 
 async def _thread(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -280,9 +281,30 @@ class AsyncSandbox:
         self.pty = AsyncPty(sb)
 
     @classmethod
-    async def create(cls, template: str = "base", **kw: Any) -> "AsyncSandbox":
-        """Boots a sandbox in a worker thread; see :meth:`Sandbox.create`."""
+    async def create(cls, template: Optional[str] = None, **kw: Any) -> "AsyncSandbox":
+        """Creates a sandbox in a worker thread; see :meth:`Sandbox.create`."""
         return cls(await _thread(Sandbox.create, template, **kw))
+
+    @classmethod
+    async def resume(cls, path: Any, **kw: Any) -> "AsyncSandbox":
+        """Brings back a paused sandbox in a worker thread; see :meth:`Sandbox.resume`."""
+        return cls(await _thread(Sandbox.resume, path, **kw))
+
+    async def snapshot(self, name_or_path: Any) -> str:
+        """See :meth:`Sandbox.snapshot`."""
+        return await _thread(self._sb.snapshot, name_or_path)
+
+    async def pause(self, path: Any) -> str:
+        """See :meth:`Sandbox.pause`."""
+        return await _thread(self._sb.pause, path)
+
+    async def fork(self, n: int = 1, **kw: Any) -> List["AsyncSandbox"]:
+        """See :meth:`Sandbox.fork`."""
+        return [AsyncSandbox(sb) for sb in await _thread(self._sb.fork, n, **kw)]
+
+    @property
+    def state(self) -> str:
+        return self._sb.state
 
     @property
     def sandbox_id(self) -> str:
@@ -323,3 +345,20 @@ class AsyncSandbox:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.kill()
+
+
+class AsyncTemplate:
+    """:class:`Template` for asyncio: the calls run in worker threads (``on_output`` and
+    ``on_progress`` of :meth:`build` are called on that thread)."""
+
+    @staticmethod
+    async def build(name: str, **kw: Any) -> TemplateInfo:
+        return await _thread(Template.build, name, **kw)
+
+    @staticmethod
+    async def list(template_dir: Any = None) -> List[TemplateInfo]:
+        return await _thread(Template.list, template_dir)
+
+    @staticmethod
+    async def remove(name: str, template_dir: Any = None) -> None:
+        await _thread(Template.remove, name, template_dir)

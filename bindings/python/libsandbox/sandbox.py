@@ -28,6 +28,7 @@ _STATES = {
     N.SBX_STATE_RUNNING: "running",
     N.SBX_STATE_STOPPED: "stopped",
     N.SBX_STATE_FAILED: "failed",
+    N.SBX_STATE_PAUSED: "paused",
 }
 
 
@@ -187,6 +188,111 @@ def _destroy(ptr: int, handles: _Handles) -> None:
         N.lib().sbx_destroy(ptr)
 
 
+def _fspath(p: Any) -> Any:
+    """A path-like as a str (bytes and None unchanged)."""
+    return os.fspath(p) if isinstance(p, os.PathLike) else p
+
+
+def _options(
+    keep: List[Any],
+    *,
+    timeout: Optional[float],
+    boot_timeout: Optional[float] = None,
+    console: Union[None, int, IO[Any]] = None,
+    allow_internet_access: bool = True,
+    network: Union[None, bool, Dict[str, Any]] = None,
+    hosts: Optional[Dict[str, str]] = None,
+    host_loopback: bool = False,
+    tap: Optional[Dict[str, str]] = None,
+) -> "N.sbx_options":
+    """The sbx_options shared by create, resume and fork (lifetime, boot, console, network);
+    what the arrays point to is appended to ``keep``."""
+    o = N.sbx_options()
+    o.version = N.SBX_OPTIONS_VERSION
+    o.boot_timeout_ms = _ms(boot_timeout, "boot_timeout")
+    if boot_timeout is not None and o.boot_timeout_ms == 0:
+        o.boot_timeout_ms = 1
+    o.lifetime_ms = _ms(timeout, "timeout")
+    if timeout and o.lifetime_ms == 0:
+        o.lifetime_ms = 1
+    if console is not None:
+        o.console_fd = console if isinstance(console, int) else console.fileno()
+    if network is False:
+        o.network = N.SBX_NET_NONE
+        if hosts or host_loopback or not allow_internet_access:
+            raise InvalidArgumentException(
+                "hosts, host_loopback and allow_internet_access need a network "
+                "(network=False turns it off)",
+                N.SBX_EINVAL,
+            )
+        return o
+    rules = {} if network in (None, True) else dict(network)  # type: ignore[arg-type]
+    extra = set(rules) - {"allow_out", "deny_out"}
+    if extra:
+        raise InvalidArgumentException(
+            f"network: unknown keys {sorted(extra)} (allow_out, deny_out)", N.SBX_EINVAL
+        )
+    o.net_policy = _net_policy(
+        allow_internet_access, rules.get("allow_out"), rules.get("deny_out"), keep
+    )
+    host_arr = N.strv(N.kv_list(hosts, "hosts"))
+    if host_arr:
+        keep.append(host_arr)
+        o.hosts = host_arr.ptr
+    o.host_loopback = int(bool(host_loopback))
+    if tap is not None:
+        extra = set(tap) - {"name", "address", "gateway", "dns"}
+        if extra:
+            raise InvalidArgumentException(
+                f"tap: unknown keys {sorted(extra)} (name, address, gateway, dns)",
+                N.SBX_EINVAL,
+            )
+        o.network = N.SBX_NET_TAP
+        o.tap_name = N.enc(tap.get("name"))
+        o.tap_address = N.enc(tap.get("address"))
+        o.tap_gateway = N.enc(tap.get("gateway"))
+        o.tap_dns = N.enc(tap.get("dns"))
+    return o
+
+
+def _policy_only(network: Any, what: str) -> Optional[Dict[str, Any]]:
+    """A resumed or forked sandbox keeps its network device: only the egress rules apply."""
+    if network is None or isinstance(network, dict):
+        return network
+    raise InvalidArgumentException(
+        f"{what}: network takes egress rules only ({{'allow_out': [...], 'deny_out': [...]}}): "
+        "the sandbox keeps the network device it had",
+        N.SBX_EINVAL,
+    )
+
+
+def _start(call: Any) -> int:
+    """Runs a C call that makes a sandbox (sbx_create, sbx_resume) into a fresh handle
+    pointer and returns it; raises (destroying the failed handle) when the call fails. The
+    call stores the handle before it blocks, so the Ctrl-C bridge can interrupt it."""
+    L = N.lib()
+    out = ctypes.c_void_p()
+    token = [None]
+    try:
+        try:
+            bridge.enter(token, out)
+            rc = call(out)
+            _flush_signals()
+        finally:
+            bridge.exit(token)
+    except BaseException:
+        with bridge.lock:
+            if out.value:
+                L.sbx_destroy(out)
+        raise
+    if rc < 0:
+        msg = N.dec(L.sbx_errmsg(out)) if out.value else ""
+        with bridge.lock:
+            L.sbx_destroy(out)
+        raise from_code(rc, msg)
+    return out.value  # type: ignore[return-value]
+
+
 def version() -> str:
     """The version of the loaded libsandbox ("MAJOR.MINOR.PATCH")."""
     return N.dec(N.lib().sbx_version())
@@ -214,13 +320,15 @@ class Sandbox:
 
     def __init__(
         self,
-        template: str = "base",
+        template: Optional[str] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         envs: Optional[Dict[str, str]] = None,
         metadata: Optional[Dict[str, str]] = None,
         cpu: Optional[int] = None,
         memory_mb: Optional[int] = None,
         *,
+        rootfs: Optional[str] = None,
+        template_dir: Optional[str] = None,
         user: Optional[str] = None,
         kernel: Optional[str] = None,
         image_dir: Optional[str] = None,
@@ -234,18 +342,30 @@ class Sandbox:
         host_loopback: bool = False,
         tap: Optional[Dict[str, str]] = None,
     ) -> None:
-        """Creates and boots a sandbox; see :meth:`create` for the arguments."""
-        from .commands import Commands
-        from .files import Files
-        from .pty import Pty
-
-        L = N.lib()
-        o = N.sbx_options()
-        o.version = N.SBX_OPTIONS_VERSION
+        """Creates a sandbox (boots, or maps a template); see :meth:`create` for the arguments."""
+        if template is not None and rootfs is not None:
+            raise InvalidArgumentException(
+                "give template (a template or snapshot) or rootfs (a root filesystem image), "
+                "not both",
+                N.SBX_EINVAL,
+            )
         keep: List[Any] = []
-        o.rootfs = N.enc(template)
-        o.kernel = N.enc(kernel)
-        o.image_dir = N.enc(image_dir)
+        o = _options(
+            keep,
+            timeout=timeout,
+            boot_timeout=boot_timeout,
+            console=console,
+            allow_internet_access=allow_internet_access,
+            network=network,
+            hosts=hosts,
+            host_loopback=host_loopback,
+            tap=tap,
+        )
+        o.template_name = N.enc(_fspath(template))
+        o.template_dir = N.enc(_fspath(template_dir))
+        o.rootfs = N.enc(_fspath(rootfs))
+        o.kernel = N.enc(_fspath(kernel))
+        o.image_dir = N.enc(_fspath(image_dir))
         o.default_user = N.enc(user)
         o.cmdline_extra = N.enc(kernel_cmdline)
         if cpu is not None:
@@ -258,14 +378,6 @@ class Sandbox:
                     f"memory_mb must be positive: {memory_mb!r}", N.SBX_EINVAL
                 )
             o.memory_mib = int(memory_mb)
-        o.boot_timeout_ms = _ms(boot_timeout, "boot_timeout")
-        if boot_timeout is not None and o.boot_timeout_ms == 0:
-            o.boot_timeout_ms = 1
-        o.lifetime_ms = _ms(timeout, "timeout")
-        if timeout and o.lifetime_ms == 0:
-            o.lifetime_ms = 1
-        if console is not None:
-            o.console_fd = console if isinstance(console, int) else console.fileno()
         env_arr = N.strv(N.kv_list(envs, "envs"))
         meta_arr = N.strv(N.kv_list(metadata, "metadata"))
         keep += [env_arr, meta_arr]
@@ -273,41 +385,6 @@ class Sandbox:
             o.envs = env_arr.ptr
         if meta_arr:
             o.metadata = meta_arr.ptr
-        if network is False:
-            o.network = N.SBX_NET_NONE
-            if hosts or host_loopback or not allow_internet_access:
-                raise InvalidArgumentException(
-                    "hosts, host_loopback and allow_internet_access need a network "
-                    "(network=False turns it off)",
-                    N.SBX_EINVAL,
-                )
-        else:
-            rules = {} if network in (None, True) else dict(network)  # type: ignore[arg-type]
-            extra = set(rules) - {"allow_out", "deny_out"}
-            if extra:
-                raise InvalidArgumentException(
-                    f"network: unknown keys {sorted(extra)} (allow_out, deny_out)", N.SBX_EINVAL
-                )
-            o.net_policy = _net_policy(
-                allow_internet_access, rules.get("allow_out"), rules.get("deny_out"), keep
-            )
-            host_arr = N.strv(N.kv_list(hosts, "hosts"))
-            if host_arr:
-                keep.append(host_arr)
-                o.hosts = host_arr.ptr
-            o.host_loopback = int(bool(host_loopback))
-            if tap is not None:
-                extra = set(tap) - {"name", "address", "gateway", "dns"}
-                if extra:
-                    raise InvalidArgumentException(
-                        f"tap: unknown keys {sorted(extra)} (name, address, gateway, dns)",
-                        N.SBX_EINVAL,
-                    )
-                o.network = N.SBX_NET_TAP
-                o.tap_name = N.enc(tap.get("name"))
-                o.tap_address = N.enc(tap.get("address"))
-                o.tap_gateway = N.enc(tap.get("gateway"))
-                o.tap_dns = N.enc(tap.get("dns"))
         if disks:
             arr = (N.sbx_disk * len(disks))()
             for i, d in enumerate(disks):
@@ -319,30 +396,20 @@ class Sandbox:
             o.ndisks = len(disks)
             keep.append(arr)
 
-        out = ctypes.c_void_p()
-        token = [None]
-        try:
-            try:
-                # sbx_create stores the handle in `out` before it blocks: the Ctrl-C bridge
-                # interrupts the boot through it.
-                bridge.enter(token, out)
-                rc = L.sbx_create(ctypes.byref(out), ctypes.byref(o))
-                _flush_signals()
-            finally:
-                bridge.exit(token)
-        except BaseException:
-            with bridge.lock:
-                if out.value:
-                    L.sbx_destroy(out)
-            raise
-        if rc < 0:
-            msg = N.dec(L.sbx_errmsg(out)) if out.value else ""
-            with bridge.lock:
-                L.sbx_destroy(out)
-            raise from_code(rc, msg)
+        L = N.lib()
+        ptr = _start(lambda out: L.sbx_create(ctypes.byref(out), ctypes.byref(o)))
+        label = _fspath(template) if template is not None else _fspath(rootfs) or "base"
+        self._adopt(ptr, label)
 
-        self._ptr: int = out.value  # type: ignore[assignment]
+    def _adopt(self, ptr: int, template: str) -> None:
+        """Makes this object own the running sandbox ``ptr`` (it destroys ptr on failure)."""
+        from .commands import Commands
+        from .files import Files
+        from .pty import Pty
+
+        self._ptr: int = ptr
         self._template = template
+        self._paused = False
         self._last_cpu: Optional[tuple] = None
         # The guard and the handle set must not refer back to self: the finalizer keeps them.
         self._handles = _Handles()
@@ -356,12 +423,27 @@ class Sandbox:
         self.files = Files(self)
         self.pty = Pty(self)
 
+    @classmethod
+    def _wrap(cls, ptr: int, template: str) -> "Sandbox":
+        sb = cls.__new__(cls)
+        try:
+            sb._adopt(ptr, template)
+        except BaseException:
+            if getattr(sb, "_guard", None) is None:
+                with bridge.lock:
+                    N.lib().sbx_destroy(ptr)
+            else:
+                sb._finalizer.detach()
+                sb._guard.close()
+            raise
+        return sb
+
     # --- creation -------------------------------------------------------------------------
 
     @classmethod
     def create(
         cls,
-        template: str = "base",
+        template: Optional[str] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         envs: Optional[Dict[str, str]] = None,
         metadata: Optional[Dict[str, str]] = None,
@@ -372,8 +454,12 @@ class Sandbox:
         """Creates a sandbox and returns once its guest agent answered.
 
         Args:
-            template: root filesystem: a name looked up as ``<name>.ext4`` in the image
-                directory ("base": Debian with bash and python3, "test": busybox), or a path.
+            template: a template built with :meth:`Template.build`, a name given to
+                :meth:`snapshot`, or a snapshot directory path (contains ``/``): the sandbox
+                is mapped copy-on-write from it instead of booting (milliseconds; the
+                template's processes are running). It fixes vCPUs, memory, kernel and root
+                filesystem: leave ``cpu``, ``memory_mb``, ``kernel`` and ``rootfs`` unset.
+                ``None`` (default): boot ``rootfs``.
             timeout: lifetime in seconds: the sandbox stops on its own this long after
                 creation (extend it with :meth:`set_timeout`). ``None`` or ``0``: no limit.
                 Default 300, as in E2B.
@@ -382,9 +468,14 @@ class Sandbox:
                 :meth:`Sandbox.list`.
             cpu: number of vCPUs (default 1).
             memory_mb: guest RAM in MiB (default 512).
+            rootfs: (keyword) the root filesystem image to boot when no template is given: a
+                name looked up as ``<name>.ext4`` in the image directory (default "base":
+                Debian with bash and python3; "test": busybox), or a path.
+            template_dir: (keyword) the template store ``template`` names are looked up in
+                (default ``$SBX_TEMPLATE_DIR``, else ``~/.local/share/libsandbox/templates``).
             user: (keyword) the default user of commands and files (default ``user``).
             kernel: (keyword) guest kernel path (default: ``vmlinux`` in the image directory).
-            image_dir: (keyword) where template names are looked up (default
+            image_dir: (keyword) where image names are looked up (default
                 ``$SBX_CACHE_DIR`` or ``~/.cache/libsandbox``).
             boot_timeout: (keyword) seconds the boot may take (default 30).
             disks: (keyword) extra block devices (:class:`Disk`).
@@ -404,13 +495,52 @@ class Sandbox:
                 "dns": "10.1.0.1"}`` (dns optional: the gateway).
 
         Raises:
-            TemplateException: kernel or root filesystem missing or malformed.
+            NotFoundException: no such template in the store.
+            TemplateException: kernel or root filesystem missing or malformed, or a damaged
+                snapshot.
             KvmUnavailableException: no usable /dev/kvm.
             TimeoutException: the boot took longer than ``boot_timeout``.
             InvalidArgumentException: a bad option.
             KeyboardInterrupt: Ctrl-C during the boot (nothing is left behind).
         """
         return cls(template, timeout, envs, metadata, cpu, memory_mb, **kwargs)
+
+    @classmethod
+    def resume(
+        cls,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        boot_timeout: Optional[float] = None,
+        console: Union[None, int, IO[Any]] = None,
+        allow_internet_access: bool = True,
+        network: Optional[Dict[str, Any]] = None,
+    ) -> "Sandbox":
+        """Brings back a sandbox written to ``path`` by :meth:`pause` (in this process or
+        another one): same id, processes, files, envs and metadata. The directory is removed
+        on success (a pause is resumed at most once) and left as it was on failure.
+
+        ``timeout`` (lifetime from now), ``boot_timeout``, ``console`` and the egress policy
+        (``allow_internet_access``, ``network`` rules) are as in :meth:`create`.
+        """
+        keep: List[Any] = []
+        o = _options(
+            keep,
+            timeout=timeout,
+            boot_timeout=boot_timeout,
+            console=console,
+            allow_internet_access=allow_internet_access,
+            network=_policy_only(network, "resume"),
+        )
+        p = N.enc(_fspath(path))
+        L = N.lib()
+        ptr = _start(lambda out: L.sbx_resume(ctypes.byref(out), p, ctypes.byref(o)))
+        sb = cls._wrap(ptr, "")
+        # The template is not part of the pause: the registry entry of the id still has it.
+        for e in cls.list():
+            if e.sandbox_id == sb._id:
+                sb._template = e.template_id
+        return sb
 
     @classmethod
     def connect(cls, sandbox_id: str) -> "Sandbox":
@@ -494,12 +624,15 @@ class Sandbox:
 
     @property
     def template(self) -> str:
-        """The template (root filesystem) it was created from."""
+        """The template, snapshot or root filesystem it was created from."""
         return self._template
 
     @property
     def state(self) -> str:
-        """"booting", "running", "stopped", "failed", or "killed" once :meth:`kill` ran."""
+        """"booting", "running", "stopped", "failed", "paused" after :meth:`pause`, or
+        "killed" once :meth:`kill` ran."""
+        if self._paused:
+            return "paused"
         if self._guard.closing:
             return "killed"
         return _STATES.get(
@@ -668,10 +801,91 @@ class Sandbox:
         ms = max(1, _ms(timeout, "timeout", 10000))
         self._call(lambda: N.lib().sbx_shutdown(self._ptr, min(ms, N.SBX_NO_TIMEOUT - 1)))
 
+    # --- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self, name_or_path: Union[str, "os.PathLike[str]"]) -> str:
+        """Saves the running sandbox (memory, devices, disk changes, running processes) as a
+        snapshot that :meth:`create` accepts like a template: ``name_or_path`` is a template
+        name (stored in the default template store, ``$SBX_TEMPLATE_DIR``, replacing an
+        older one of that name) or a directory path (contains ``/``; must not exist). The
+        sandbox stands still while its memory is written, then goes on. Returns
+        ``name_or_path``.
+
+        Raises:
+            AlreadyExistsException: the directory exists.
+            NotSupportedException: the sandbox has extra disks or a TAP network.
+        """
+        target = _fspath(name_or_path)
+        self._call(lambda: N.lib().sbx_snapshot(self._ptr, N.enc(target)))
+        return target
+
+    def pause(self, path: Union[str, "os.PathLike[str]"]) -> str:
+        """Writes the sandbox to the directory ``path`` (must not exist) and stops it: its
+        memory and VM are released, :attr:`state` becomes "paused" and nothing else can be
+        done with this object. :meth:`Sandbox.resume` brings it back (same id, processes
+        and files), in this process or another one. Returns ``path`` (E2B's ``pause()``
+        returns an id to resume; here the directory is that id)."""
+        target = _fspath(path)
+        self._call(lambda: N.lib().sbx_pause(self._ptr, N.enc(target)))
+        # Only sbx_destroy() remains: release the handle now, so that this object cannot
+        # touch the id once a resumed sandbox carries it.
+        self._paused = True
+        self.kill()
+        return target
+
+    def fork(
+        self,
+        n: int = 1,
+        *,
+        timeout: Optional[float] = DEFAULT_TIMEOUT,
+        console: Union[None, int, IO[Any]] = None,
+        allow_internet_access: bool = True,
+        network: Optional[Dict[str, Any]] = None,
+    ) -> List["Sandbox"]:
+        """Makes ``n`` (1..1024) running copies of this sandbox from one checkpoint, each
+        independent: its own id, memory (copy-on-write) and disk; processes, files, envs and
+        metadata as this one had them. This sandbox goes on. ``timeout``, ``console`` and
+        the egress policy (``allow_internet_access``, ``network`` rules; not inherited) are
+        the copies', as in :meth:`create`. Either all copies are made or none."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
+            raise InvalidArgumentException(f"n must be 1..1024: {n!r}", N.SBX_EINVAL)
+        keep: List[Any] = []
+        o = _options(
+            keep,
+            timeout=timeout,
+            console=console,
+            allow_internet_access=allow_internet_access,
+            network=_policy_only(network, "fork"),
+        )
+        arr = (ctypes.c_void_p * n)()
+        L = N.lib()
+        try:
+            self._call(lambda: L.sbx_fork(self._ptr, n, ctypes.byref(o), arr))
+        except BaseException:
+            # Ctrl-C may arrive after the copies were made: none may leak.
+            for p in arr:
+                if p:
+                    L.sbx_destroy(p)
+            raise
+        out: List[Sandbox] = []
+        try:
+            for i in range(n):
+                p, arr[i] = arr[i], None
+                out.append(Sandbox._wrap(p, self._template))
+        except BaseException:
+            for sb in out:
+                sb.kill()
+            for p in arr:
+                if p:
+                    L.sbx_destroy(p)
+            raise
+        return out
+
     def kill(self) -> None:
         """Stops the sandbox and frees everything it holds. Calls running in other threads
         are interrupted first. Idempotent."""
-        Sandbox._live.pop(self._id, None)
+        if Sandbox._live.get(self._id) is self:  # a resumed sandbox may carry the id now
+            Sandbox._live.pop(self._id, None)
         self._finalizer.detach()
         self._guard.close()
 

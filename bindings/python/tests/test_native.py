@@ -120,8 +120,8 @@ def test_create_argument_errors():
         libsandbox.Sandbox.create(memory_mb=10)
     assert e.value.code == N.SBX_EINVAL and "memory" in e.value.message
     with pytest.raises(libsandbox.TemplateException) as e:
-        libsandbox.Sandbox.create(template="no-such-template")
-    assert e.value.code == N.SBX_EIMAGE and "no-such-template" in e.value.message
+        libsandbox.Sandbox.create(rootfs="no-such-image")
+    assert e.value.code == N.SBX_EIMAGE and "no-such-image" in e.value.message
     with tempfile.TemporaryDirectory() as d:
         with pytest.raises(libsandbox.TemplateException):
             libsandbox.Sandbox.create(image_dir=d)
@@ -134,3 +134,29 @@ def test_create_argument_errors():
     with pytest.raises(libsandbox.NotFoundException):
         libsandbox.Sandbox.connect("nosuchsandbox")
     assert isinstance(libsandbox.Sandbox.list(), list)
+
+
+def test_template_argument_errors():
+    """template= names a template of the store (not an image); bad template and snapshot
+    arguments fail before anything boots."""
+    with tempfile.TemporaryDirectory() as d:
+        with pytest.raises(libsandbox.NotFoundException) as e:
+            libsandbox.Sandbox.create(template="no-such-template", template_dir=d)
+        assert e.value.code == N.SBX_ENOENT and "no-such-template" in e.value.message
+        with pytest.raises(libsandbox.InvalidArgumentException):
+            libsandbox.Sandbox.create(template="x", rootfs="base")
+        with pytest.raises(libsandbox.SandboxException):
+            libsandbox.Sandbox.resume(os.path.join(d, "never-paused"))
+        with pytest.raises(libsandbox.InvalidArgumentException):
+            libsandbox.Sandbox.resume(os.path.join(d, "x"), network=False)
+        with pytest.raises(libsandbox.InvalidArgumentException):
+            libsandbox.Template.build("t", template_dir=d)  # no definition
+        with pytest.raises(libsandbox.InvalidArgumentException):
+            libsandbox.Template.build("t", dockerfile="D", dockerfile_text="FROM base", template_dir=d)
+        with pytest.raises(libsandbox.InvalidArgumentException):
+            libsandbox.Template.build("t", dockerfile_text="FROM base", tags="a,b", template_dir=d)
+        with pytest.raises(libsandbox.InvalidArgumentException):
+            libsandbox.Template.remove("")
+        assert libsandbox.Template.list(os.path.join(d, "none")) == []
+        with pytest.raises(libsandbox.NotFoundException):
+            libsandbox.Template.remove("nope", template_dir=d)

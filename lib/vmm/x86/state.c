@@ -34,6 +34,29 @@ static int get_blob(int fd, unsigned long req, size_t len, ProtobufCBinaryData *
     return ioctl(fd, req, b->data) < 0 ? -errno : 0;
 }
 
+/* The fixed-size pieces of a vCPU's state, in the order they are restored (api.rst: SREGS
+   before the LAPIC, whose base address they hold; XSAVE after SREGS' CR4). The MSRs come after
+   them and the events last. len 0: the XSAVE area, whose size depends on the host. */
+static const struct {
+    size_t off;
+    unsigned long get, set;
+    size_t len;
+    const char *get_name, *set_name;
+} pieces[] = {
+#define PIECE(field, GET, SET, type)                                                               \
+    {                                                                                              \
+        offsetof(Sbx__Snap__Vcpu, field), GET, SET, sizeof(type), #GET, #SET                       \
+    }
+    PIECE(mp_state, KVM_GET_MP_STATE, KVM_SET_MP_STATE, struct kvm_mp_state),
+    PIECE(regs, KVM_GET_REGS, KVM_SET_REGS, struct kvm_regs),
+    PIECE(sregs, KVM_GET_SREGS, KVM_SET_SREGS, struct kvm_sregs),
+    {offsetof(Sbx__Snap__Vcpu, xsave), 0, KVM_SET_XSAVE, 0, "KVM_GET_XSAVE", "KVM_SET_XSAVE"},
+    PIECE(xcrs, KVM_GET_XCRS, KVM_SET_XCRS, struct kvm_xcrs),
+    PIECE(debugregs, KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, struct kvm_debugregs),
+    PIECE(lapic, KVM_GET_LAPIC, KVM_SET_LAPIC, struct kvm_lapic_state),
+#undef PIECE
+};
+
 /* The MSRs KVM can save (api.rst 4.3 KVM_GET_MSR_INDEX_LIST), malloc'ed. */
 static struct kvm_msr_list *msr_index_list(int kvm_fd)
 {
@@ -130,36 +153,18 @@ int xstate_vcpu_save(int kvm_fd, int vcpu_fd, size_t xsave_size, Sbx__Snap__Vcpu
         *what = "KVM_GET_CPUID2";
         return r;
     }
-    static const struct {
-        size_t off;
-        unsigned long req;
-        size_t len;
-        const char *name;
-    } blobs[] = {
-        {offsetof(Sbx__Snap__Vcpu, mp_state), KVM_GET_MP_STATE, sizeof(struct kvm_mp_state),
-         "KVM_GET_MP_STATE"},
-        {offsetof(Sbx__Snap__Vcpu, regs), KVM_GET_REGS, sizeof(struct kvm_regs), "KVM_GET_REGS"},
-        {offsetof(Sbx__Snap__Vcpu, sregs), KVM_GET_SREGS, sizeof(struct kvm_sregs),
-         "KVM_GET_SREGS"},
-        {offsetof(Sbx__Snap__Vcpu, xcrs), KVM_GET_XCRS, sizeof(struct kvm_xcrs), "KVM_GET_XCRS"},
-        {offsetof(Sbx__Snap__Vcpu, debugregs), KVM_GET_DEBUGREGS, sizeof(struct kvm_debugregs),
-         "KVM_GET_DEBUGREGS"},
-        {offsetof(Sbx__Snap__Vcpu, lapic), KVM_GET_LAPIC, sizeof(struct kvm_lapic_state),
-         "KVM_GET_LAPIC"},
-        {offsetof(Sbx__Snap__Vcpu, events), KVM_GET_VCPU_EVENTS, sizeof(struct kvm_vcpu_events),
-         "KVM_GET_VCPU_EVENTS"},
-    };
-    for (size_t i = 0; i < sizeof(blobs) / sizeof(blobs[0]); i++) {
-        ProtobufCBinaryData *b = (ProtobufCBinaryData *)((char *)out + blobs[i].off);
-        if ((r = get_blob(vcpu_fd, blobs[i].req, blobs[i].len, b)) < 0) {
-            *what = blobs[i].name;
+    bool big = xsave_size > sizeof(struct kvm_xsave);
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+        ProtobufCBinaryData *b = (ProtobufCBinaryData *)((char *)out + pieces[i].off);
+        unsigned long req = pieces[i].len ? pieces[i].get : big ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
+        if ((r = get_blob(vcpu_fd, req, pieces[i].len ? pieces[i].len : xsave_size, b)) < 0) {
+            *what = pieces[i].len || !big ? pieces[i].get_name : "KVM_GET_XSAVE2";
             return r;
         }
     }
-    bool big = xsave_size > sizeof(struct kvm_xsave);
-    if ((r = get_blob(vcpu_fd, big ? KVM_GET_XSAVE2 : KVM_GET_XSAVE, xsave_size, &out->xsave)) <
-        0) {
-        *what = big ? "KVM_GET_XSAVE2" : "KVM_GET_XSAVE";
+    r = get_blob(vcpu_fd, KVM_GET_VCPU_EVENTS, sizeof(struct kvm_vcpu_events), &out->events);
+    if (r < 0) {
+        *what = "KVM_GET_VCPU_EVENTS";
         return r;
     }
     if ((r = save_msrs(kvm_fd, vcpu_fd, out)) < 0)
@@ -261,24 +266,11 @@ int xstate_vcpu_restore(int vcpu_fd, const Sbx__Snap__Vcpu *v, const char **what
         *what = "KVM_SET_CPUID2 (the snapshot's CPU features are not all available here)";
         return r;
     }
-    static const struct {
-        size_t off;
-        unsigned long req;
-        const char *name;
-    } order[] = {
-        {offsetof(Sbx__Snap__Vcpu, mp_state), KVM_SET_MP_STATE, "KVM_SET_MP_STATE"},
-        {offsetof(Sbx__Snap__Vcpu, regs), KVM_SET_REGS, "KVM_SET_REGS"},
-        {offsetof(Sbx__Snap__Vcpu, sregs), KVM_SET_SREGS, "KVM_SET_SREGS"},
-        {offsetof(Sbx__Snap__Vcpu, xsave), KVM_SET_XSAVE, "KVM_SET_XSAVE"},
-        {offsetof(Sbx__Snap__Vcpu, xcrs), KVM_SET_XCRS, "KVM_SET_XCRS"},
-        {offsetof(Sbx__Snap__Vcpu, debugregs), KVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS"},
-        {offsetof(Sbx__Snap__Vcpu, lapic), KVM_SET_LAPIC, "KVM_SET_LAPIC"},
-    };
-    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
         const ProtobufCBinaryData *b =
-            (const ProtobufCBinaryData *)((const char *)v + order[i].off);
-        if (ioctl(vcpu_fd, order[i].req, b->data) < 0) {
-            *what = order[i].name;
+            (const ProtobufCBinaryData *)((const char *)v + pieces[i].off);
+        if (ioctl(vcpu_fd, pieces[i].set, b->data) < 0) {
+            *what = pieces[i].set_name;
             return -errno;
         }
     }
