@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "registry.h"
 #include "session.h"
+#include "util/wait.h"
 
 #define MAX_META     64
 #define MAX_META_LEN 1024
@@ -23,13 +24,6 @@
 #define DAY_MS       (24ull * 3600 * 1000)
 #define MAX_LIFETIME (365 * DAY_MS)
 #define METRICS_MS   10000
-
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void free_list(char **l)
 {

@@ -18,6 +18,7 @@
 
 #include "internal.h"
 #include "session.h"
+#include "util/wait.h"
 #include "snap/snap.h"
 #include "snapshot.pb-c.h"
 #include "virtio/virtio.h"
@@ -51,13 +52,6 @@ struct snap_restore {
     int mem_fd;
     uint64_t mem_size;
 };
-
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- helpers -------------------------------------------------------------------------- */
 

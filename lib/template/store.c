@@ -17,6 +17,8 @@
 
 #include <json-c/json.h>
 
+#include "util/wait.h"
+
 #define RM_PREFIX         ".rm-"
 #define STAGING_PREFIX    ".staging-"
 #define LAYER_TMP         ".tmp-"
@@ -46,19 +48,12 @@ static char *joinpath(const char *a, const char *b, const char *c)
     return p;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* A name for a hidden sibling that no other process or thread picks at the same time. */
 static char *unique_hidden(const char *parent, const char *prefix, const char *name)
 {
     char *p;
     if (asprintf(&p, "%s/%s%s-%ld-%llu", parent, prefix, name, (long)getpid(),
-                 (unsigned long long)now_ns()) < 0)
+                 (unsigned long long)realtime_ns()) < 0)
         return NULL;
     return p;
 }

@@ -15,7 +15,9 @@ struct waitctx {
     int dead_fd;
 };
 
+/* CLOCK_MONOTONIC and CLOCK_REALTIME in nanoseconds. */
 uint64_t now_ns(void);
+uint64_t realtime_ns(void);
 
 /* Deadline `ms` milliseconds from now. */
 uint64_t deadline_after_ms(unsigned ms);
