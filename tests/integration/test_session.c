@@ -168,8 +168,8 @@ SBX_TEST(dead_guest_fails_pending_calls)
     sbx_exec_options x = SBX_EXEC_OPTIONS_INIT;
     /* Out of memory with panic_on_oom: a kernel panic from inside, no special kernel option
        needed. tmpfs pages cannot be reclaimed, so filling an unbounded tmpfs exhausts RAM. */
-    x.cmd = "echo 1 > /proc/sys/vm/panic_on_oom && mount -o remount,size=4G /tmp && "
-            "cat /dev/zero > /tmp/fill";
+    x.cmd = "echo 1 > /proc/sys/vm/panic_on_oom && mkdir -p /fill && "
+            "mount -t tmpfs -o size=4G fill /fill && cat /dev/zero > /fill/zeros";
     x.user = "0";
     sbx_exec_result res;
     double t0 = itest_ms();
