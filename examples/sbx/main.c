@@ -404,6 +404,58 @@ int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+int read_all_fd(int fd, size_t max, char **out, size_t *len)
+{
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    *out = NULL;
+    *len = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap > max) { /* one byte beyond the limit was read: too big */
+                free(buf);
+                errno = EFBIG;
+                return -1;
+            }
+            cap = cap ? cap * 2 : 65536;
+            if (cap > max + 1)
+                cap = max + 1;
+            char *grown = realloc(buf, cap + 1); /* + the terminating NUL */
+            if (!grown) {
+                free(buf);
+                errno = ENOMEM;
+                return -1;
+            }
+            buf = grown;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            errno = e;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > max) {
+        free(buf);
+        errno = EFBIG;
+        return -1;
+    }
+    if (!buf && !(buf = malloc(1))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
 const char *human_bytes(uint64_t n, char buf[32])
 {
     static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};

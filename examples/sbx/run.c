@@ -36,44 +36,12 @@ static int read_stdin(const struct cli *a, char **data, size_t *len)
         return 0; /* a terminal, or no stdin at all (closed) */
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > STDIN_MAX)
         goto too_big;
-    size_t cap = 0, n = 0;
-    char *buf = NULL;
-    for (;;) {
-        if (n == cap) {
-            if (cap > STDIN_MAX) {
-                free(buf);
-                goto too_big;
-            }
-            cap = cap ? cap * 2 : 65536;
-            if (cap > STDIN_MAX + 1)
-                cap = STDIN_MAX + 1; /* one byte beyond the limit tells "too big" */
-            char *grown = realloc(buf, cap);
-            if (!grown) {
-                free(buf);
-                msg("out of memory reading stdin");
-                return EXIT_SBX;
-            }
-            buf = grown;
-        }
-        ssize_t r = read(0, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            msg("cannot read stdin: %s", strerror(errno));
-            free(buf);
-            return EXIT_SBX;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > STDIN_MAX) {
-            free(buf);
-            goto too_big;
-        }
-    }
-    *data = buf;
-    *len = n;
-    return 0;
+    if (read_all_fd(0, STDIN_MAX, data, len) == 0)
+        return 0;
+    if (errno == EFBIG)
+        goto too_big;
+    msg("cannot read stdin: %s", strerror(errno));
+    return EXIT_SBX;
 too_big:
     msg("standard input is larger than %u MiB: copy big inputs in with --copy-in HOST:GUEST "
         "(or use --no-stdin)",

@@ -111,6 +111,9 @@ extern void (*volatile on_early_exit)(void);
 
 /* Writes everything (retrying short writes and EINTR). Returns 0, or -1 with errno. */
 int write_all(int fd, const void *data, size_t len);
+/* Reads fd to its end into a malloc'd buffer, NUL-terminated (not counted in *len). Returns 0,
+   or -1 with errno: EFBIG (more than max bytes), ENOMEM, or the read's error. */
+int read_all_fd(int fd, size_t max, char **out, size_t *len);
 /* "1.5 MiB" */
 const char *human_bytes(uint64_t n, char buf[32]);
 /* Monotonic seconds. */

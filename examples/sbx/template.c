@@ -277,39 +277,15 @@ static void build_progress(void *ctx, const sbx_template_progress *p)
    why. */
 static char *read_definition(void)
 {
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            msg("out of memory");
-            return NULL;
-        }
-        if (n + 1 >= cap) {
-            if (cap > DOCKERFILE_MAX) {
-                msg("-f -: the definition on stdin is larger than %u MiB", DOCKERFILE_MAX >> 20);
-                free(buf);
-                return NULL;
-            }
-            char *grown = realloc(buf, cap * 2);
-            if (!grown)
-                free(buf);
-            buf = grown;
-            cap *= 2;
-            continue;
-        }
-        ssize_t r = read(0, buf + n, cap - n - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
+    char *buf;
+    size_t n;
+    if (read_all_fd(0, DOCKERFILE_MAX, &buf, &n) != 0) {
+        if (errno == EFBIG)
+            msg("-f -: the definition on stdin is larger than %u MiB", DOCKERFILE_MAX >> 20);
+        else
             msg("-f -: cannot read stdin: %s", strerror(errno));
-            free(buf);
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
+        return NULL;
     }
-    buf[n] = '\0';
     if (strlen(buf) != n) {
         msg("-f -: the definition on stdin contains a NUL byte");
         free(buf);
