@@ -52,8 +52,9 @@ static sbx *boot_base(void)
     sbx *sb = NULL;
     CHECK_OK(sb, sbx_create(&sb, &o));
     /* A file, and a process that keeps counting: both must survive every restore. */
-    run(sb, "echo hello > /root/kept && (i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
-            "sleep 0.1; done) >/dev/null 2>&1 & sleep 0.3");
+    /* The count is renamed into place, so a reader never sees the file truncated and empty. */
+    run(sb, "echo hello > /root/kept && (i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
+            "mv /tmp/count.new /tmp/count; sleep 0.1; done) >/dev/null 2>&1 & sleep 0.3");
     return sb;
 }
 
