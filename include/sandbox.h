@@ -767,12 +767,12 @@ SBX_API int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out);
 
 /* Progress of a template build, for sbx_template_build_options.on_progress. */
 typedef struct sbx_template_progress {
-    unsigned step;     /* 1-based index of the current instruction; 0 before the first */
-    unsigned nsteps;   /* instructions after FROM; the final boot and snapshot come after */
-    const char *text;  /* the instruction ("RUN apt-get install -y curl"), or a phase such as
-                          "boot", "start", "ready", "snapshot" */
-    int cached;        /* non-zero: the step's result came from the layer cache */
-    int done;          /* 0 when the step starts, 1 when it ended */
+    unsigned step;       /* 1-based index of the current instruction; 0 before the first */
+    unsigned nsteps;     /* instructions after FROM; the final boot and snapshot come after */
+    const char *text;    /* the instruction ("RUN apt-get install -y curl"), or a phase such as
+                            "boot", "start", "ready", "snapshot" */
+    int cached;          /* non-zero: the step's result came from the layer cache */
+    int done;            /* 0 when the step starts, 1 when it ended */
     uint64_t elapsed_ms; /* since the build started */
 } sbx_template_progress;
 
@@ -823,17 +823,17 @@ typedef struct sbx_template_build_options {
 /* A template of the store. */
 typedef struct sbx_template_info {
     char name[64];
-    int is_snapshot;     /* saved by sbx_snapshot() rather than built from a file */
-    char parent[256];    /* FROM (or the root image of a snapshot) */
+    int is_snapshot;  /* saved by sbx_snapshot() rather than built from a file */
+    char parent[256]; /* FROM (or the root image of a snapshot) */
     unsigned vcpus, memory_mib;
-    uint64_t disk_mib;   /* 0: the image's size */
-    unsigned nsteps;     /* instructions; cached ones in the last build: ncached */
+    uint64_t disk_mib; /* 0: the image's size */
+    unsigned nsteps;   /* instructions; cached ones in the last build: ncached */
     unsigned ncached;
-    uint64_t created_ns; /* CLOCK_REALTIME */
+    uint64_t created_ns;               /* CLOCK_REALTIME */
     uint64_t memory_bytes, disk_bytes; /* allocated on the host by its snapshot */
-    uint64_t build_ms;   /* sbx_template_build() only: its duration */
-    char tags[256];      /* comma-separated */
-    char error[256];     /* sbx_template_list(): why this entry cannot be used, else "" */
+    uint64_t build_ms;                 /* sbx_template_build() only: its duration */
+    char tags[256];                    /* comma-separated */
+    char error[256]; /* sbx_template_list(): why this entry cannot be used, else "" */
 } sbx_template_info;
 
 /*
@@ -858,6 +858,130 @@ SBX_API void sbx_template_list_free(sbx_template_info *list, size_t n);
    working. Returns 0, SBX_ENOENT, or SBX_EIO with a message in err. */
 SBX_API int sbx_template_remove(const char *template_dir, const char *name, char *err,
                                 size_t errlen);
+
+/* ======================================================================================= */
+/* Code interpreter (docs/code-interpreter.md)                                              */
+/* ======================================================================================= */
+
+/*
+ * Stateful code execution, like a notebook: served inside the guest by the interpreter
+ * service of the `code-interpreter` template (guest/interpreter; it listens on the guest's
+ * 127.0.0.1:SBX_CODE_PORT and is reached through envd, so no network is involved). A sandbox
+ * made from another image or template gets SBX_ENOTSUP from these calls until something
+ * serves that port.
+ *
+ * Languages: "python" (the default), "javascript" (Node.js) and "bash". Each language has a
+ * default context whose id is the language's name; sbx_code_context_create() makes more.
+ * Variables, imports and the working directory persist between calls in one context and
+ * are separate between contexts. One execution runs at a time per context (others wait
+ * their turn); different contexts run concurrently.
+ */
+#define SBX_CODE_PORT 49999
+
+/* One result of an execution: a value in one or more formats (MIME types). Python's last
+   expression value is the main result; display() calls and matplotlib figures give others. */
+typedef struct sbx_code_result {
+    int is_main_result; /* non-zero: the value of the cell's last expression */
+    unsigned nformats;
+    /* MIME types ("text/plain", "text/html", "text/markdown", "image/svg+xml", "image/png",
+       "image/jpeg", "application/json", "text/latex", "application/javascript",
+       "application/pdf") and their data, NUL-terminated: text as is, binary formats (png,
+       jpeg, pdf) in base64, application/json as JSON text. */
+    char **mime;
+    char **data;
+} sbx_code_result;
+
+/* The data of `mime` in a result, or NULL when it has no such format. */
+SBX_API const char *sbx_code_result_get(const sbx_code_result *r, const char *mime);
+
+/* An error the code raised: Python's exception (name "ZeroDivisionError", value "division by
+   zero", the formatted traceback), JavaScript's thrown error (name, message, stack). */
+typedef struct sbx_code_error {
+    char *name, *value, *traceback;
+} sbx_code_error;
+
+typedef struct sbx_execution {
+    sbx_code_result *results; /* in the order they were produced */
+    size_t nresults;
+    char *out, *err; /* captured stdout and stderr (NUL-terminated; NULL when empty) */
+    size_t out_len, err_len;
+    sbx_code_error *error;    /* NULL when the code raised nothing */
+    unsigned execution_count; /* of this execution in its context: 1, 2, ... */
+    int interrupted;          /* stopped by sbx_code_interrupt() */
+    int timed_out;            /* stopped because timeout_ms ran out */
+    int restarted;            /* the code did not stop when asked (or killed its interpreter): the
+                                 context was restarted and its state is lost */
+    int exit_code;            /* bash: the exit status of the cell's last command; else -1 */
+    char context[64];         /* the id of the context it ran in */
+} sbx_execution;
+
+/* Releases what an execution holds (not the struct). NULL is fine. */
+SBX_API void sbx_execution_free(sbx_execution *e);
+
+#define SBX_RUN_CODE_OPTIONS_VERSION 1
+typedef struct sbx_run_code_options {
+    unsigned version; /* SBX_RUN_CODE_OPTIONS_VERSION */
+    const char *code;
+    /* Where to run: a context id, or a language (its default context); both NULL: the
+       default python context. With both, the context must be of that language. */
+    const char *context;
+    const char *language;
+    const char *const *envs; /* "KEY=VALUE" set for this execution only, or NULL */
+    /* The code is interrupted (as by sbx_code_interrupt) after this long, and its context
+       restarted if it does not stop within 2 s; the call returns 0 with timed_out set.
+       0 means 300000 (5 minutes); SBX_NO_TIMEOUT means none. */
+    unsigned timeout_ms;
+    /* Streamed as they happen, on the calling thread (each may be NULL): output text (stream
+       SBX_STDOUT or SBX_STDERR) and each result. Output is also captured in the execution.
+       Return non-zero to stop: the code is interrupted and the call returns SBX_EINTR. */
+    sbx_output_fn on_output;
+    int (*on_result)(void *ctx, const sbx_code_result *r);
+    void *ctx;
+} sbx_run_code_options;
+
+#define SBX_RUN_CODE_OPTIONS_INIT                                                                  \
+    {                                                                                              \
+        .version = SBX_RUN_CODE_OPTIONS_VERSION                                                    \
+    }
+
+/*
+ * Runs code in a context and waits for it to finish. Returns 0 when it ran, whatever it
+ * did (an exception is ex->error, not a failure), with *ex filled; or SBX_EINVAL,
+ * SBX_ENOENT (no such context), SBX_ENOTSUP (no interpreter service in the sandbox),
+ * SBX_EBUSY, SBX_EPROTO (the service sent something malformed or too large), SBX_EDEAD,
+ * SBX_EINTR (sbx_interrupt() or a callback: the code is interrupted), SBX_ETIMEDOUT (the
+ * service did not answer 10 s after timeout_ms). Captures at most 16 MiB per stream and
+ * 1024 results (the rest is dropped; the callbacks still see all). Release *ex with
+ * sbx_execution_free() in every case.
+ */
+SBX_API int sbx_run_code(sbx *sb, const sbx_run_code_options *o, sbx_execution *ex);
+
+/* Interrupts what runs in a context (KeyboardInterrupt in Python, SIGINT in bash); the
+   context keeps its state. Nothing running is not an error. Returns 0, SBX_ENOENT, ... */
+SBX_API int sbx_code_interrupt(sbx *sb, const char *context);
+
+typedef struct sbx_code_context {
+    char id[64];
+    char language[16]; /* "python", "javascript" or "bash" */
+    char cwd[256];
+} sbx_code_context;
+
+/* Creates a context: language NULL means python, cwd NULL the user's home (/home/user).
+   Fills *out (if not NULL). Returns 0, SBX_EINVAL, SBX_ENOENT (cwd), SBX_EBUSY (64
+   contexts exist), SBX_ENOTSUP, ... */
+SBX_API int sbx_code_context_create(sbx *sb, const char *language, const char *cwd,
+                                    sbx_code_context *out);
+
+/* Lists the contexts, default ones included. Release *list with free(). */
+SBX_API int sbx_code_context_list(sbx *sb, sbx_code_context **list, size_t *n);
+
+/* Restarts a context: its interpreter starts afresh, its state and execution count are
+   reset; an execution running in it ends with `restarted`. Returns 0, SBX_ENOENT, ... */
+SBX_API int sbx_code_context_restart(sbx *sb, const char *context);
+
+/* Removes a context (a running execution ends with `restarted`). Removing a default
+   context clears it: it is started afresh when next used. Returns 0, SBX_ENOENT, ... */
+SBX_API int sbx_code_context_remove(sbx *sb, const char *context);
 
 #ifdef __cplusplus
 }

@@ -142,6 +142,9 @@ struct sbx {
     char *local_sock;
     /* Port exposure (lib/ops/expose.c): listeners and relays, created on first use. */
     _Atomic(struct expose_state *) expose;
+    /* The guest port of the code interpreter service (lib/ops/code.c): SBX_CODE_PORT; unit
+       tests point it elsewhere. */
+    unsigned code_port;
 
     /* Settings sent to envd (Configure) and metadata. */
     char **envs, *default_user; /* envs NULL-terminated */
