@@ -926,7 +926,9 @@ typedef struct sbx_run_code_options {
        default python context. With both, the context must be of that language. */
     const char *context;
     const char *language;
-    const char *const *envs; /* "KEY=VALUE" set for this execution only, or NULL */
+    /* "KEY=VALUE" set for this execution only, or NULL; on top of the sandbox's envs
+       (options.envs and SBX_SANDBOX_ID), which every execution gets. */
+    const char *const *envs;
     /* The code is interrupted (as by sbx_code_interrupt) after this long, and its context
        restarted if it does not stop within 2 s; the call returns 0 with timed_out set.
        0 means 300000 (5 minutes); SBX_NO_TIMEOUT means none. */

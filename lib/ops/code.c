@@ -612,6 +612,21 @@ static int capture(char **buf, size_t *len, const char *p, size_t n)
     return 0;
 }
 
+/* Adds "KEY=VALUE" (envs[i] of the options) to the request's envs object. */
+static int add_env(struct sbx *sb, json_object *envs, const char *kv, size_t i)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv || (size_t)(eq - kv) > 255)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_run_code: envs[%zu] is not KEY=VALUE", i);
+    int r = check_text(sb, kv, 1u << 20, "an env");
+    if (r)
+        return r;
+    char *k = strndup(kv, (size_t)(eq - kv));
+    r = k ? add_str(sb, envs, k, eq + 1) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    free(k);
+    return r;
+}
+
 /* Builds the execute request from the options. */
 static int execute_request(struct sbx *sb, const sbx_run_code_options *o, json_object **out)
 {
@@ -634,18 +649,18 @@ static int execute_request(struct sbx *sb, const sbx_run_code_options *o, json_o
         json_object_put(req);
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     }
+    /* The sandbox's envs first (the service was started before the sandbox existed, so it
+       does not have them), then the call's, which win. */
+    char idenv[64];
+    snprintf(idenv, sizeof(idenv), "SBX_SANDBOX_ID=%s", sb->id);
+    r = add_env(sb, envs, idenv, 0);
+    for (size_t i = 0; r == 0 && sb->envs && sb->envs[i]; i++)
+        r = add_env(sb, envs, sb->envs[i], i);
     for (size_t i = 0; r == 0 && o->envs && o->envs[i]; i++) {
-        const char *eq = strchr(o->envs[i], '=');
-        if (!eq || eq == o->envs[i] || (size_t)(eq - o->envs[i]) > 255 ||
-            memchr(o->envs[i], '\0', (size_t)(eq - o->envs[i])))
-            r = sbx_seterr(sb, SBX_EINVAL, "%s: envs[%zu] is not KEY=VALUE", what, i);
-        else if (i >= 1024)
+        if (i >= 1024)
             r = sbx_seterr(sb, SBX_EINVAL, "%s: more than 1024 envs", what);
-        else if ((r = check_text(sb, o->envs[i], 1u << 20, "an env")) == 0) {
-            char *k = strndup(o->envs[i], (size_t)(eq - o->envs[i]));
-            r = k ? add_str(sb, envs, k, eq + 1) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
-            free(k);
-        }
+        else
+            r = add_env(sb, envs, o->envs[i], i);
     }
     unsigned t = o->timeout_ms ? o->timeout_ms : DEFAULT_CODE_MS;
     json_object *tv = json_object_new_int64(t == SBX_NO_TIMEOUT ? 0 : t);

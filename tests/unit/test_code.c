@@ -477,6 +477,7 @@ static void test_hostile(void **state)
     hostile(sb, f, END, 0, 0, NULL);
     assert_non_null(strstr(f->request, "\"op\":\"execute\""));
     assert_non_null(strstr(f->request, "\"timeout_ms\":300000"));
+    assert_non_null(strstr(f->request, "\"SBX_SANDBOX_ID\":\""));
     assert_non_null(strchr(f->request, '\n'));
 
     hostile(sb, f, "not json\n", 0, SBX_EPROTO, "not a JSON object");
