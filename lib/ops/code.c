@@ -15,6 +15,7 @@
 
 #include "agent/conn.h"
 #include "internal.h"
+#include "ops/code.h"
 
 #define LINE_MAX_BYTES  (64u << 20) /* one answer line */
 #define CAPTURE_MAX     (16u << 20) /* captured output per stream */
@@ -776,6 +777,20 @@ static int on_answer(struct call *c, const sbx_run_code_options *o, json_object 
                      what, t);
 }
 
+/* Reads an execution's answers up to its end. */
+static int read_execution(struct svc *s, const sbx_run_code_options *o, sbx_execution *ex)
+{
+    int r = 0;
+    while (r == 0) {
+        json_object *a;
+        if ((r = svc_recv(s, &a, "sbx_run_code")) == 0) {
+            r = on_answer(s->c, o, a, ex);
+            json_object_put(a);
+        }
+    }
+    return r == 1 ? 0 : r;
+}
+
 int sbx_run_code(sbx *sb, const sbx_run_code_options *o, sbx_execution *ex)
 {
     static const char what[] = "sbx_run_code";
@@ -805,15 +820,21 @@ int sbx_run_code(sbx *sb, const sbx_run_code_options *o, sbx_execution *ex)
     if ((r = svc_open(&c, &s, what)) == 0)
         r = svc_send(&s, req, what);
     json_object_put(req);
-    while (r == 0) {
-        json_object *a;
-        if ((r = svc_recv(&s, &a, what)) == 0) {
-            r = on_answer(&c, o, a, ex);
-            json_object_put(a);
-        }
-    }
+    if (r == 0)
+        r = read_execution(&s, o, ex);
     /* Closing the connection before the end interrupts the code (the service's rule). */
     svc_close(&s);
     call_end(&c);
-    return r == 1 ? 0 : r;
+    return r;
+}
+
+int code_read_execution(struct call *c, int fd, const sbx_run_code_options *o, sbx_execution *ex)
+{
+    struct svc s = {.c = c, .fd = fd};
+    memset(ex, 0, sizeof(*ex));
+    ex->exit_code = -1;
+    int r = read_execution(&s, o, ex);
+    s.fd = -1; /* the caller's */
+    svc_close(&s);
+    return r;
 }
