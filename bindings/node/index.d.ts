@@ -457,6 +457,97 @@ export declare class Filesystem {
   copyOut(guestPath: string, hostPath: string, opts?: { onProgress?: (bytes: number, files: number) => boolean | void }): Promise<void>;
 }
 
+/** The template whose sandboxes serve runCode(): 'code-interpreter' (guest/interpreter/Dockerfile). */
+export declare const CODE_INTERPRETER_TEMPLATE: string;
+
+/** One result of an execution: the value of the cell's last expression (the main result), a display() call or a figure. */
+export declare class Result {
+  private constructor();
+  readonly isMainResult: boolean;
+  /** MIME type -> data: text as is, image/png, image/jpeg and application/pdf in base64, application/json as JSON text. */
+  readonly data: Record<string, string>;
+  readonly text?: string;
+  readonly html?: string;
+  readonly markdown?: string;
+  readonly svg?: string;
+  /** base64 */
+  readonly png?: string;
+  /** base64 */
+  readonly jpeg?: string;
+  /** base64 */
+  readonly pdf?: string;
+  readonly latex?: string;
+  /** The application/json value, parsed. */
+  readonly json?: unknown;
+  readonly javascript?: string;
+  /** The formats present: 'text', 'html', 'markdown', 'svg', 'png', 'jpeg', 'pdf', 'latex', 'json', 'javascript'; other MIME types last. */
+  formats(): string[];
+}
+
+/** A piece of output as onStdout / onStderr receive it. */
+export declare class OutputMessage {
+  private constructor();
+  readonly line: string;
+  /** When it arrived, in nanoseconds since the epoch. */
+  readonly timestamp: number;
+  /** True for stderr. */
+  readonly error: boolean;
+  toString(): string;
+}
+
+/** What the code raised: Python's exception or JavaScript's thrown error (name, message, stack). */
+export declare class ExecutionError {
+  private constructor();
+  readonly name: string;
+  readonly value: string;
+  readonly traceback: string;
+}
+
+/** The outcome of runCode(). */
+export declare class Execution {
+  private constructor();
+  readonly results: Result[];
+  /** The output line by line (each line keeps its newline). */
+  readonly logs: { stdout: string[]; stderr: string[] };
+  readonly error: ExecutionError | undefined;
+  /** Of this execution in its context: 1, 2, ... */
+  readonly executionCount: number;
+  /** Stopped by interruptCode(). */
+  readonly interrupted: boolean;
+  /** Stopped because timeoutMs ran out. */
+  readonly timedOut: boolean;
+  /** The code did not stop when asked: the context was restarted and its state is lost. */
+  readonly restarted: boolean;
+  /** bash: the status of the cell's last command; else undefined. */
+  readonly exitCode: number | undefined;
+  /** The id of the context it ran in. */
+  readonly context: string;
+  /** The text of the main result. */
+  readonly text: string | undefined;
+}
+
+/** A code context: one interpreter with its own state and working directory. */
+export interface Context {
+  id: string;
+  language: string;
+  cwd: string;
+}
+
+export interface RunCodeOpts {
+  /** 'python' (default), 'javascript' or 'bash': runs in that language's default context. */
+  language?: string;
+  /** A context (or its id) to run in instead. */
+  context?: Context | string;
+  onStdout?: (output: OutputMessage) => unknown;
+  onStderr?: (output: OutputMessage) => unknown;
+  onResult?: (result: Result) => unknown;
+  onError?: (error: ExecutionError) => unknown;
+  /** Environment variables for this execution only. */
+  envs?: Record<string, string>;
+  /** ms after which the code is interrupted (timedOut); undefined: 300000; 0: none. */
+  timeoutMs?: number;
+}
+
 export declare class Sandbox {
   private constructor();
   static create(opts?: SandboxOpts): Promise<Sandbox>;
@@ -497,6 +588,13 @@ export declare class Sandbox {
   shutdown(timeoutMs?: number): Promise<void>;
   console(): string;
   interrupt(): void;
+  /** Runs code like a notebook cell (a sandbox of the code-interpreter template). */
+  runCode(code: string, opts?: RunCodeOpts): Promise<Execution>;
+  createCodeContext(opts?: { cwd?: string; language?: string }): Promise<Context>;
+  listCodeContexts(): Promise<Context[]>;
+  restartCodeContext(context: Context | string): Promise<void>;
+  removeCodeContext(context: Context | string): Promise<void>;
+  interruptCode(context: Context | string): Promise<void>;
 }
 
 export default Sandbox;

@@ -6,6 +6,7 @@ const { Sandbox, DEFAULT_SANDBOX_TIMEOUT_MS } = require('./lib/sandbox');
 const { CommandHandle, PtyHandle, DEFAULT_COMMAND_TIMEOUT_MS } = require('./lib/commands');
 const { WatchHandle } = require('./lib/files');
 const { Template } = require('./lib/template');
+const { Execution, ExecutionError, OutputMessage, Result, CODE_INTERPRETER_TEMPLATE } = require('./lib/code');
 
 module.exports = {
   Sandbox,
@@ -13,8 +14,13 @@ module.exports = {
   CommandHandle,
   PtyHandle,
   WatchHandle,
+  Execution,
+  ExecutionError,
+  OutputMessage,
+  Result,
   DEFAULT_SANDBOX_TIMEOUT_MS,
   DEFAULT_COMMAND_TIMEOUT_MS,
+  CODE_INTERPRETER_TEMPLATE,
   codes: errors.codes,
   SandboxError: errors.SandboxError,
   TimeoutError: errors.TimeoutError,

@@ -36,6 +36,7 @@ static const char help_main[] =
     "  cp        copy files and directory trees between this machine and a new sandbox\n"
     "  resume    bring back a sandbox paused with --pause-to and run a command in it\n"
     "  template  build, list and remove templates: sbx template build|ls|rm\n"
+    "  code      run Python, JavaScript or bash code like a notebook cell (code interpreter)\n"
     "  ls        list the sandboxes running on this machine (made by any program)\n"
     "  help      help for a command (same as sbx COMMAND --help)\n"
     "\n"
@@ -92,6 +93,10 @@ static const char help_main[] =
     "  sbx run --snapshot-to data -- sh -c 'CMD'       # when CMD succeeded, save it as data\n"
     "  sbx run --pause-to ./box -- CMD                 # pause it to ./box, not destroy it\n"
     "  sbx resume ./box --pause -- CMD                 # bring it back, run CMD, pause again\n"
+    "\n"
+    "Code interpreter (docs/code-interpreter.md):\n"
+    "  sbx template build -f guest/interpreter/Dockerfile --name code-interpreter  # once\n"
+    "  echo 'import numpy as np; np.arange(10).sum()' | sbx code                   # 45\n"
     "\n"
     "Images (kernel, root filesystems) are looked up in $SBX_CACHE_DIR, else\n"
     "$XDG_CACHE_HOME/libsandbox, else ~/.cache/libsandbox; `make images` builds them.\n";
@@ -350,6 +355,51 @@ static const char help_template[] =
     "  sbx template ls\n"
     "  sbx template rm tools\n";
 
+static const char help_code[] =
+    "Usage: sbx code [OPTIONS] [FILE | -]\n"
+    "\n"
+    "Runs code like a notebook cell in a new sandbox of the code-interpreter template, whose\n"
+    "Python, JavaScript and bash interpreters are already running (docs/code-interpreter.md).\n"
+    "The code comes from FILE, or from stdin (`-`, or no FILE when stdin is not a terminal).\n"
+    "Its stdout and stderr stream here as they come, and each result is shown as it comes,\n"
+    "the value of the last expression last: a figure, image or PDF is saved as the file\n"
+    "result-N.png (.jpg, .svg, .pdf; N counts the results) and its path printed, any other\n"
+    "result is printed as text. When the code raises, its traceback goes to stderr. The\n"
+    "sandbox is destroyed in the end.\n"
+    "\n"
+    "Build the template once (`make images` builds the code image it starts from):\n"
+    "  sbx template build -f guest/interpreter/Dockerfile --name code-interpreter\n"
+    "\n"
+    "Options:\n"
+    "  --language LANGUAGE    python, javascript or bash [python]\n"
+    "  --context ID           run in this context of the template instead (the default ones\n"
+    "                         are python, javascript and bash)\n"
+    "  --out-dir DIR          where result files go [the current directory]\n"
+    "  --json                 print the whole execution as one JSON object instead: {\"results\":\n"
+    "                         [{\"is_main_result\", \"data\": {MIME: DATA}}], \"stdout\",\n"
+    "                         \"stderr\", \"error\" (null or {\"name\", \"value\",\n"
+    "                         \"traceback\"}), \"execution_count\", \"interrupted\",\n"
+    "                         \"timed_out\", \"restarted\", \"exit_code\" (bash, else null),\n"
+    "                         \"context\"}; images and PDFs in base64, no files saved\n"
+    "  -e, --env KEY=VALUE    environment variable for the code (repeatable)\n"
+    "  --timeout S            interrupt the code after S seconds and exit 124 [no limit]\n"
+    "  --template NAME|PATH   the template to use [code-interpreter]\n"
+    "  --template-dir DIR     the template store (see `sbx --help`)\n"
+    "  --block-internet, --allow-out RULE, --deny-out RULE, --metadata KEY=VALUE,\n"
+    "  --boot-timeout S, -v   as for every command (`sbx --help`)\n"
+    "\n"
+    "Exit status: 0; 1 when the code raised (a Python exception, a thrown JavaScript error);\n"
+    "for bash the status of the cell's last command; 124 on --timeout; 130 after Ctrl-C; 125\n"
+    "if sbx failed (no such template, no interpreter in it, a result file not written: see\n"
+    "stderr).\n"
+    "\n"
+    "Examples:\n"
+    "  echo 'import sys; sys.version' | sbx code\n"
+    "  sbx code analysis.py --out-dir plots          # figures as plots/result-N.png\n"
+    "  sbx code --language javascript script.js\n"
+    "  echo 'ls /; exit 3' | sbx code --language bash; echo $?   # 3\n"
+    "  sbx code --json cell.py\n";
+
 /* --- messages ------------------------------------------------------------------------------ */
 
 void msg(const char *fmt, ...)
@@ -605,6 +655,12 @@ static int open_error(const struct cli *a, sbx *sb, int rc)
         return lib_error(NULL, rc, "(KVM)");
     if (a->cmd == CMD_RESUME && access(a->resume_path, F_OK) == 0)
         fprintf(stderr, "hint: %s is left as it was\n", a->resume_path);
+    else if (a->cmd == CMD_CODE && rc == SBX_ENOENT)
+        fprintf(stderr,
+                "hint: build the template: sbx template build -f "
+                "guest/interpreter/Dockerfile --name %s%s%s\n",
+                a->template_name, a->template_dir ? " --template-dir " : "",
+                a->template_dir ? a->template_dir : "");
     else if (a->template_name && rc == SBX_ENOENT)
         fprintf(stderr, "hint: a root filesystem image such as base is --rootfs NAME, not "
                         "--template\n");
@@ -856,11 +912,14 @@ enum optid {
     O_READY_TIMEOUT,
     O_STEP_TIMEOUT,
     O_NO_CACHE,
+    O_LANGUAGE,
+    O_CODE_CONTEXT,
+    O_OUT_DIR,
 };
 
 #define BOOTS (CMD_RUN | CMD_SHELL | CMD_CP) /* a new sandbox: booted or from a template */
 #define TPL   (CMD_TBUILD | CMD_TLS | CMD_TRM)
-#define ALL   (BOOTS | CMD_LS | CMD_RESUME | TPL)
+#define ALL   (BOOTS | CMD_LS | CMD_RESUME | TPL | CMD_CODE)
 #define EXECS (CMD_RUN | CMD_RESUME)             /* run one command with streamed output */
 #define KEEPS (CMD_RUN | CMD_SHELL | CMD_RESUME) /* may keep the sandbox in the end */
 
@@ -877,28 +936,28 @@ static const struct opt options[] = {
     {"version", 0, NULL, O_VERSION, 0},
     {"kernel", 0, "PATH", O_KERNEL, BOOTS | CMD_TBUILD},
     {"rootfs", 0, "NAME|PATH", O_ROOTFS, BOOTS},
-    {"template", 0, "NAME|PATH", O_TEMPLATE, BOOTS},
-    {"template-dir", 0, "DIR", O_TEMPLATE_DIR, BOOTS | CMD_RESUME | TPL},
+    {"template", 0, "NAME|PATH", O_TEMPLATE, BOOTS | CMD_CODE},
+    {"template-dir", 0, "DIR", O_TEMPLATE_DIR, BOOTS | CMD_RESUME | TPL | CMD_CODE},
     {"cpus", 0, "N", O_CPUS, BOOTS | CMD_TBUILD},
     {"cpu", 0, "N", O_CPUS, BOOTS | CMD_TBUILD},
     {"memory", 0, "MIB", O_MEMORY, BOOTS | CMD_TBUILD},
-    {"metadata", 0, "KEY=VALUE", O_METADATA, BOOTS},
+    {"metadata", 0, "KEY=VALUE", O_METADATA, BOOTS | CMD_CODE},
     {"no-network", 0, NULL, O_NO_NETWORK, BOOTS},
-    {"block-internet", 0, NULL, O_BLOCK_INTERNET, BOOTS | CMD_RESUME},
-    {"allow-out", 0, "RULE", O_ALLOW_OUT, BOOTS | CMD_RESUME},
-    {"deny-out", 0, "RULE", O_DENY_OUT, BOOTS | CMD_RESUME},
+    {"block-internet", 0, NULL, O_BLOCK_INTERNET, BOOTS | CMD_RESUME | CMD_CODE},
+    {"allow-out", 0, "RULE", O_ALLOW_OUT, BOOTS | CMD_RESUME | CMD_CODE},
+    {"deny-out", 0, "RULE", O_DENY_OUT, BOOTS | CMD_RESUME | CMD_CODE},
     {"add-host", 0, "NAME=IP", O_ADD_HOST, BOOTS},
     {"host-loopback", 0, NULL, O_HOST_LOOPBACK, BOOTS | CMD_TBUILD},
     {"tap", 0, "NAME", O_TAP, BOOTS},
     {"tap-address", 0, "IP/PREFIX", O_TAP_ADDRESS, BOOTS},
     {"tap-gateway", 0, "IP", O_TAP_GATEWAY, BOOTS},
     {"tap-dns", 0, "IP", O_TAP_DNS, BOOTS},
-    {"boot-timeout", 0, "SECONDS", O_BOOT_TIMEOUT, BOOTS | CMD_RESUME},
-    {"verbose", 'v', NULL, O_VERBOSE, BOOTS | CMD_RESUME},
-    {"env", 'e', "KEY=VALUE", O_ENV, KEEPS},
+    {"boot-timeout", 0, "SECONDS", O_BOOT_TIMEOUT, BOOTS | CMD_RESUME | CMD_CODE},
+    {"verbose", 'v', NULL, O_VERBOSE, BOOTS | CMD_RESUME | CMD_CODE},
+    {"env", 'e', "KEY=VALUE", O_ENV, KEEPS | CMD_CODE},
     {"cwd", 'w', "DIR", O_CWD, KEEPS},
     {"user", 'u', "USER", O_USER, KEEPS},
-    {"timeout", 0, "SECONDS", O_TIMEOUT, EXECS},
+    {"timeout", 0, "SECONDS", O_TIMEOUT, EXECS | CMD_CODE},
     {NULL, 'c', "STRING", O_SHELL_CMD, EXECS},
     {"no-stdin", 0, NULL, O_NO_STDIN, EXECS},
     {"copy-in", 0, "HOST:GUEST", O_COPY_IN, EXECS},
@@ -907,7 +966,7 @@ static const struct opt options[] = {
     {"snapshot-to", 0, "NAME|PATH", O_SNAPSHOT_TO, KEEPS},
     {"pause-to", 0, "PATH", O_PAUSE_TO, KEEPS},
     {"pause", 0, NULL, O_PAUSE, CMD_RESUME},
-    {"json", 0, NULL, O_JSON, CMD_LS | CMD_TLS},
+    {"json", 0, NULL, O_JSON, CMD_LS | CMD_TLS | CMD_CODE},
     {"quiet", 'q', NULL, O_QUIET, CMD_LS | CMD_TLS},
     {"file", 'f', "FILE", O_FILE, CMD_TBUILD},
     {"name", 0, "NAME", O_NAME, CMD_TBUILD},
@@ -920,6 +979,9 @@ static const struct opt options[] = {
     {"ready-timeout", 0, "SECONDS", O_READY_TIMEOUT, CMD_TBUILD},
     {"step-timeout", 0, "SECONDS", O_STEP_TIMEOUT, CMD_TBUILD},
     {"no-cache", 0, NULL, O_NO_CACHE, CMD_TBUILD},
+    {"language", 0, "LANGUAGE", O_LANGUAGE, CMD_CODE},
+    {"context", 0, "ID", O_CODE_CONTEXT, CMD_CODE},
+    {"out-dir", 0, "DIR", O_OUT_DIR, CMD_CODE},
 };
 
 struct parser {
@@ -950,9 +1012,10 @@ static int next_opt(struct parser *p, const struct cli *a, unsigned mask, const 
     if (arg[1] == '-') {
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        /* A name may have an entry for each set of commands: the command's own one wins. */
         for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++)
             if (options[k].name && strlen(options[k].name) == len &&
-                strncmp(options[k].name, name, len) == 0)
+                strncmp(options[k].name, name, len) == 0 && (!o || (options[k].cmds & mask)))
                 o = &options[k];
         snprintf(shown, sizeof(shown), "--%.*s", (int)(len > 40 ? 40 : len), name);
         if (eq)
@@ -1223,16 +1286,22 @@ static int apply(struct cli *a, const struct opt *o, const char *v)
     case O_FILE:
     case O_NAME:
     case O_CONTEXT:
-    case O_START_CMD: {
+    case O_START_CMD:
+    case O_LANGUAGE:
+    case O_CODE_CONTEXT:
+    case O_OUT_DIR: {
         if (!v[0])
             return usage_error(a, "%s wants %s, not an empty string", shown, o->arg);
-        const char **field = o->id == O_TEMPLATE_DIR  ? &a->template_dir
-                             : o->id == O_SNAPSHOT_TO ? &a->snapshot_to
-                             : o->id == O_PAUSE_TO    ? &a->pause_to
-                             : o->id == O_FILE        ? &a->file
-                             : o->id == O_NAME        ? &a->tpl_name
-                             : o->id == O_CONTEXT     ? &a->context
-                                                      : &a->start_cmd;
+        const char **field = o->id == O_TEMPLATE_DIR   ? &a->template_dir
+                             : o->id == O_SNAPSHOT_TO  ? &a->snapshot_to
+                             : o->id == O_PAUSE_TO     ? &a->pause_to
+                             : o->id == O_FILE         ? &a->file
+                             : o->id == O_NAME         ? &a->tpl_name
+                             : o->id == O_CONTEXT      ? &a->context
+                             : o->id == O_LANGUAGE     ? &a->language
+                             : o->id == O_CODE_CONTEXT ? &a->code_context
+                             : o->id == O_OUT_DIR      ? &a->out_dir
+                                                       : &a->start_cmd;
         *field = v;
         return 0;
     }
@@ -1280,13 +1349,14 @@ static const struct {
     {"cp", CMD_CP, cmd_cp, help_cp},
     {"resume", CMD_RESUME, cmd_run, help_resume},
     {"ls", CMD_LS, cmd_ls, help_ls},
+    {"code", CMD_CODE, cmd_code, help_code},
     /* "template SUBCOMMAND" */
     {"template build", CMD_TBUILD, cmd_template_build, help_template},
     {"template ls", CMD_TLS, cmd_template_ls, help_template},
     {"template rm", CMD_TRM, cmd_template_rm, help_template},
 };
 #define NCOMMANDS    (sizeof(commands) / sizeof(commands[0]))
-#define COMMAND_LIST "run, shell, cp, resume, template, ls"
+#define COMMAND_LIST "run, shell, cp, resume, template, code, ls"
 
 static int find_command(const char *name)
 {

@@ -25,6 +25,7 @@ enum cmd {
     CMD_TBUILD = 32, /* sbx template build */
     CMD_TLS = 64,    /* sbx template ls */
     CMD_TRM = 128,   /* sbx template rm */
+    CMD_CODE = 256,  /* sbx code */
 };
 
 /* Everything any command accepts on its command line. */
@@ -63,7 +64,9 @@ struct cli {
     uint64_t disk_mib;
     unsigned ready_timeout_ms, step_timeout_ms;
     int no_cache;
-    /* ls, template ls */
+    /* sbx code */
+    const char *language, *code_context, *out_dir;
+    /* ls, template ls, code */
     int json, quiet;
     /* What follows the options. */
     char **words;
@@ -146,5 +149,6 @@ int cmd_ls(struct cli *a);
 int cmd_template_build(struct cli *a);
 int cmd_template_ls(struct cli *a);
 int cmd_template_rm(struct cli *a);
+int cmd_code(struct cli *a);
 
 #endif

@@ -19,6 +19,9 @@ struct envd_config {
     /* Hidden --test-serve-fd / --test-listen mode (a normal process, not PID 1): change nothing in
        the system (no mounts, clock, hostname, reboot) and exit instead of powering off. */
     bool test_mode;
+    /* Test-only, for the fuzz target (tests/fuzz/fuzz_envd.c): ProcStart does everything but
+       the fork, which fails as if with EPERM, so hostile requests never start a process. */
+    bool no_spawn;
 };
 
 /* log.c: lines "envd: ..." on /dev/console (console false: on stderr); silently dropped
@@ -52,7 +55,8 @@ void init_os_name(char *out, size_t cap);
 
 /* serve.c: the event loop. listen_fd accepts vsock connections (or, in test mode, unix
    stream connections; -1 for none); first_fd is an already connected stream (or -1; test
-   mode). Returns only in test mode, once no listener and no connection is left. */
+   mode). Returns only in test mode, once no listener and no connection is left; it may then
+   be called again (the fuzz target serves one connection per call this way). */
 void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd);
 
 /* --- the module interface of the event loop (serve.c) --------------------------------------

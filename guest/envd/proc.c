@@ -1496,7 +1496,11 @@ static void proc_start(struct server *s, struct conn *c, uint32_t id,
         for (int i = 0; i < sp.ngroups; i++)
             sp.groups[i] = g[i];
     }
-    pid_t pid = fork();
+    /* cfg->no_spawn (fuzzing): the fork fails, after everything else was checked and set up. */
+    pid_t pid = -1;
+    errno = EPERM;
+    if (!server_config(s)->no_spawn)
+        pid = fork();
     if (pid == 0)
         child(&sp);
     err = errno;

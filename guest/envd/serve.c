@@ -593,8 +593,13 @@ void serve_loop(const struct envd_config *cfg, int listen_fd, int first_fd)
     static struct pollfd pfd[2 + MAX_CONNS + MAX_WATCHERS];
     static struct watcher *polled[MAX_WATCHERS];
     for (;;) {
-        if (cfg->test_mode && s.listen_fd < 0 && s.nconns == 0)
+        if (cfg->test_mode && s.listen_fd < 0 && s.nconns == 0) {
+            /* Closed for a caller that serves again (the fuzz target). */
+            if (s.sig_fd >= 0)
+                close(s.sig_fd);
+            s.sig_fd = -1;
             return;
+        }
         proc_tick(&s);
         forward_tick(&s);
         /* Producers with room to send go first; one that has more asks for another round. */

@@ -840,14 +840,14 @@ int snap_restore_vcpu(struct sbx *sb, struct vcpu *v)
 {
     const Sbx__Snap__State *st = sb->restore->st;
     const char *what = "";
-    unsigned khz = st->machine->tsc_khz;
-    /* A guest calibrated its clocks to the TSC's rate: it must stay the same. */
-    if (khz && xstate_tsc_khz(v->fd) != khz &&
-        ioctl(v->fd, KVM_SET_TSC_KHZ, (unsigned long)khz) < 0) /* api.rst 4.55 */
+    unsigned khz = st->machine->tsc_khz, here = xstate_tsc_khz(v->fd);
+    /* A guest calibrated its clocks to the TSC's rate: it must stay the same. (A failed set
+       may change what KVM_GET_TSC_KHZ reports, so the rate is read first.) */
+    if (khz && here != khz && ioctl(v->fd, KVM_SET_TSC_KHZ, (unsigned long)khz) < 0) /* 4.55 */
         return sbx_seterr(sb, SBX_EIMAGE,
                           "the snapshot's TSC runs at %u kHz; this host's at %u kHz and KVM "
                           "cannot scale it",
-                          khz, xstate_tsc_khz(v->fd));
+                          khz, here);
     int r = xstate_vcpu_restore(v->fd, st->vcpus[v->id], &what);
     if (r < 0)
         return sbx_seterr(sb, SBX_EKVM, "restoring vCPU %u: %s: %s", v->id, what, strerror(-r));

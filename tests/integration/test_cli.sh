@@ -4,7 +4,7 @@
 #
 # Scenarios (one ctest case each; every sbx command boots its own guest, so each scenario
 # keeps its boots few): run, stdin, copy, shell, ls, net, snapshot, pause, template_ls,
-# template_build. Exit 0: passed, 1: failed, 77: skipped.
+# template_build, code. Exit 0: passed, 1: failed, 77: skipped.
 set -uo pipefail
 
 scenario=${1:?usage: test_cli.sh SCENARIO SBX}
@@ -564,6 +564,79 @@ template_build)
     expect_rc 0 "template rm tiny"
     sbx run --boot-timeout 120 "${S[@]}" --template tiny -- true
     expect_rc 125 "run --template of a removed template"
+    ;;
+code)
+    # The code-interpreter template of the test store ($SBX_CODE_STORE, shared with the C and
+    # binding tests): built here unless it is up to date (then the build is a cache hit).
+    cache=${SBX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/libsandbox}
+    if [ ! -r "$cache/code.ext4" ]; then
+        echo "skip: $cache/code.ext4 is missing (make images builds it)" >&2
+        exit 77
+    fi
+    store=${SBX_CODE_STORE:-$T/code-store}
+    repo=$(cd "$(dirname "$0")/../.." && pwd)
+    S=(--template-dir "$store" --boot-timeout 120)
+    say "usage errors: before any boot"
+    sbx code "$T/a.py" "$T/b.py"
+    expect_rc 125 "two files"
+    expect_err_has "one FILE at most" "two files"
+    sbx code --out-dir "$T/none" "$T/a.py"
+    expect_rc 125 "a missing --out-dir"
+    expect_err_has "--out-dir $T/none" "a missing --out-dir"
+
+    say "the code-interpreter template"
+    sbx template build --template-dir "$store" -f "$repo/guest/interpreter/Dockerfile" \
+        --name code-interpreter --ready-timeout 600
+    expect_rc 0 "template build"
+
+    say "a cell from a file: streamed output, a figure saved as a PNG, the main result last"
+    cat >"$T/cell.py" <<'PY'
+import matplotlib.pyplot as plt
+print('hello from the cell')
+plt.plot([1, 3, 2])
+plt.show()
+6 * 7
+PY
+    mkdir "$T/plots"
+    sbx code "${S[@]}" --out-dir "$T/plots" "$T/cell.py"
+    expect_rc 0 "the cell"
+    [ "$(tail -n 1 "$T/out")" = 42 ] || fail "the main result is not last: $(cat "$T/out")"
+    grep -qx "hello from the cell" "$T/out" || fail "the cell's output: $(cat "$T/out")"
+    grep -qx "$T/plots/result-1.png" "$T/out" || fail "the figure's path: $(cat "$T/out")"
+    "$PY" - "$T/plots/result-1.png" <<'PY' || fail "result-1.png (see above)"
+import struct, sys
+png = open(sys.argv[1], "rb").read()
+assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR", png[:16]
+assert struct.unpack(">II", png[16:24]) == (640, 480), struct.unpack(">II", png[16:24])
+PY
+
+    say "an exception: the traceback on stderr, exit 1"
+    printf 'def f():\n    return 1 / 0\nf()\n' >"$T/raise.py"
+    sbx code "${S[@]}" "$T/raise.py"
+    expect_rc 1 "an exception"
+    expect_err_has "ZeroDivisionError: division by zero" "an exception"
+    expect_err_has "in f" "an exception"
+
+    say "bash from stdin: the cell's status"
+    printf 'echo from bash\n(exit 3)\n' >"$T/cell.sh"
+    sbx code "${S[@]}" --language bash <"$T/cell.sh"
+    expect_rc 3 "a bash cell"
+    expect_out "from bash" "a bash cell"
+
+    say "--json: the whole execution, no files saved (here: in the current directory)"
+    cd "$T" || fail "cd $T"
+    sbx code "${S[@]}" --json "$T/cell.py"
+    expect_rc 0 "--json"
+    "$PY" - "$T/out" <<'PY' || fail "--json (see above): $(head -c 2000 "$T/out")"
+import json, sys
+e = json.load(open(sys.argv[1]))
+assert e["stdout"] == "hello from the cell\n" and e["error"] is None, e
+fig, main = e["results"]
+assert not fig["is_main_result"] and fig["data"]["image/png"].startswith("iVBORw0KGgo"), fig
+assert main["is_main_result"] and main["data"]["text/plain"] == "42", main
+assert e["context"] == "python" and e["exit_code"] is None and not e["timed_out"], e
+PY
+    [ ! -e "$T/result-1.png" ] || fail "--json saved a file"
     ;;
 *)
     echo "unknown scenario $scenario" >&2

@@ -5,6 +5,7 @@ const native = require('./native');
 const { InvalidArgumentError, NotRunningError, codes } = require('./errors');
 const { Commands, Pty } = require('./commands');
 const { Filesystem } = require('./files');
+const { CodeInterpreter } = require('./code');
 const { envList } = require('./util');
 
 /** Sandbox lifetime when timeoutMs is not given (E2B's default); 0 means no limit. */
@@ -104,11 +105,13 @@ function positive(v, what) {
 /**
  * A hardware-isolated Linux sandbox (a KVM microVM running inside this process). Create one
  * with `await Sandbox.create(...)`; end it with `await sandbox.kill()`. Sandboxes still open
- * when the process exits are destroyed then.
+ * when the process exits are destroyed then. One made from the code-interpreter template
+ * also runs code like a notebook (runCode(), E2B's Code Interpreter SDK).
  */
-class Sandbox {
+class Sandbox extends CodeInterpreter {
   /** @internal use Sandbox.create() */
   constructor(box, templateId) {
+    super();
     this._box = box;
     this._handles = new Map();
     this._lastCpu = null;

@@ -1907,22 +1907,31 @@ static void chunk_drop(msg *m)
     free(m);
 }
 
+/* Calls a job's streaming callback (ref may be NULL: none). An exception it throws is kept,
+   the promise rejects with it, and the job is cancelled: its C callbacks return non-zero. */
+static void job_callback(napi_env env, job *j, napi_ref ref, size_t argc, const napi_value *argv)
+{
+    napi_value fn, global, ret;
+    if (atomic_load(&j->cancel) || !ref || napi_get_reference_value(env, ref, &fn) != napi_ok ||
+        !fn)
+        return;
+    napi_get_global(env, &global);
+    if (napi_call_function(env, global, fn, argc, argv, &ret) != napi_ok) {
+        napi_value e;
+        if (napi_get_and_clear_last_exception(env, &e) == napi_ok && !j->cb_error)
+            napi_create_reference(env, e, 1, &j->cb_error);
+        atomic_store(&j->cancel, 1);
+    }
+}
+
 static void chunk_run(napi_env env, msg *m)
 {
     chunk_msg *c = (chunk_msg *)m;
-    job *j = c->j;
-    napi_value fn, args[2], global, ret;
-    if (!atomic_load(&j->cancel) && j->keep[1] &&
-        napi_get_reference_value(env, j->keep[1], &fn) == napi_ok && fn) {
+    if (!atomic_load(&c->j->cancel)) {
+        napi_value args[2];
         napi_create_int32(env, c->stream, &args[0]);
         args[1] = buffer_copy(env, c->data, c->len);
-        napi_get_global(env, &global);
-        if (napi_call_function(env, global, fn, 2, args, &ret) != napi_ok) {
-            napi_value e;
-            if (napi_get_and_clear_last_exception(env, &e) == napi_ok && !j->cb_error)
-                napi_create_reference(env, e, 1, &j->cb_error);
-            atomic_store(&j->cancel, 1);
-        }
+        job_callback(env, c->j, c->j->keep[1], 2, args);
     }
     free(c);
 }
@@ -3415,6 +3424,294 @@ static napi_value f_file_close(napi_env env, napi_callback_info info)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Code interpreter                                                                         */
+/* ---------------------------------------------------------------------------------------- */
+
+enum { CODE_RUN, CODE_CREATE, CODE_LIST, CODE_RESTART, CODE_REMOVE, CODE_INTERRUPT };
+
+/* sbx_run_code and the context calls. Callbacks of a run: keep[1] onOutput(stream, Buffer)
+   (through exec_on_output / chunk_run), keep[2] onResult({isMainResult, data}). */
+typedef struct {
+    job j;
+    int op;
+    sbx_run_code_options o;
+    char *code, *context, *language, *cwd;
+    char **envs;
+    sbx_execution ex;
+    sbx_code_context ctx;
+    sbx_code_context *list;
+    size_t n;
+} j_code;
+
+static void code_fin(job *jj)
+{
+    j_code *j = (j_code *)jj;
+    free(j->code);
+    free(j->context);
+    free(j->language);
+    free(j->cwd);
+    strv_free(j->envs);
+    sbx_execution_free(&j->ex);
+    free(j->list);
+}
+
+/* {isMainResult, data: {MIME: data}} */
+static napi_value code_result_value(napi_env env, const sbx_code_result *r)
+{
+    napi_value o, data;
+    napi_create_object(env, &o);
+    napi_create_object(env, &data);
+    for (unsigned i = 0; i < r->nformats; i++)
+        set_str(env, data, r->mime[i], sbx_code_result_get(r, r->mime[i]));
+    set_bool(env, o, "isMainResult", r->is_main_result);
+    napi_set_named_property(env, o, "data", data);
+    return o;
+}
+
+/* A result travelling to onResult: a copy of the C result, its arrays and strings in mem. */
+typedef struct {
+    msg m;
+    job *j;
+    sbx_code_result r;
+    char *mem[];
+} cres_msg;
+
+static void cres_run(napi_env env, msg *m)
+{
+    cres_msg *c = (cres_msg *)m;
+    if (!atomic_load(&c->j->cancel)) {
+        napi_value v = code_result_value(env, &c->r);
+        job_callback(env, c->j, c->j->keep[2], 1, &v);
+    }
+    free(c);
+}
+
+static int code_on_result(void *ctx, const sbx_code_result *r)
+{
+    job *j = ctx;
+    if (atomic_load(&j->cancel))
+        return 1;
+    size_t size = 2 * r->nformats * sizeof(char *);
+    for (unsigned i = 0; i < r->nformats; i++)
+        size += strlen(r->mime[i]) + strlen(r->data[i]) + 2;
+    cres_msg *c = malloc(sizeof(cres_msg) + size);
+    if (!c)
+        return 1;
+    c->m.run = cres_run;
+    c->m.drop = chunk_drop;
+    c->j = j;
+    c->r.is_main_result = r->is_main_result;
+    c->r.nformats = r->nformats;
+    c->r.mime = c->mem;
+    c->r.data = c->mem + r->nformats;
+    char *p = (char *)(c->mem + 2 * r->nformats);
+    for (unsigned i = 0; i < r->nformats; i++) {
+        c->r.mime[i] = p;
+        p = stpcpy(p, r->mime[i]) + 1;
+        c->r.data[i] = p;
+        p = stpcpy(p, r->data[i]) + 1;
+    }
+    post(j->es, &c->m);
+    return 0;
+}
+
+static void code_work(job *jj)
+{
+    j_code *j = (j_code *)jj;
+    sbx *sb = jj->bx->sb;
+    int r = 0;
+    switch (j->op) {
+    case CODE_RUN:
+        r = sbx_run_code(sb, &j->o, &j->ex);
+        break;
+    case CODE_CREATE:
+        r = sbx_code_context_create(sb, j->language, j->cwd, &j->ctx);
+        break;
+    case CODE_LIST:
+        r = sbx_code_context_list(sb, &j->list, &j->n);
+        break;
+    case CODE_RESTART:
+        r = sbx_code_context_restart(sb, j->context);
+        break;
+    case CODE_REMOVE:
+        r = sbx_code_context_remove(sb, j->context);
+        break;
+    case CODE_INTERRUPT:
+        r = sbx_code_interrupt(sb, j->context);
+        break;
+    }
+    if (r < 0)
+        job_set_error(jj, r);
+}
+
+static napi_value context_value(napi_env env, const sbx_code_context *c)
+{
+    napi_value o;
+    napi_create_object(env, &o);
+    set_str(env, o, "id", c->id);
+    set_str(env, o, "language", c->language);
+    set_str(env, o, "cwd", c->cwd);
+    return o;
+}
+
+static napi_value text_value(napi_env env, const char *s, size_t len)
+{
+    napi_value v;
+    napi_create_string_utf8(env, s ? s : "", s ? len : 0, &v);
+    return v;
+}
+
+/* {results, stdout, stderr, error: {name, value, traceback} | null, executionCount,
+   interrupted, timedOut, restarted, exitCode, context} */
+static napi_value execution_value(napi_env env, const sbx_execution *ex)
+{
+    napi_value o, results, error;
+    napi_create_object(env, &o);
+    napi_create_array_with_length(env, ex->nresults, &results);
+    for (size_t i = 0; i < ex->nresults; i++)
+        napi_set_element(env, results, (uint32_t)i, code_result_value(env, &ex->results[i]));
+    napi_set_named_property(env, o, "results", results);
+    napi_set_named_property(env, o, "stdout", text_value(env, ex->out, ex->out_len));
+    napi_set_named_property(env, o, "stderr", text_value(env, ex->err, ex->err_len));
+    if (ex->error) {
+        napi_create_object(env, &error);
+        set_str(env, error, "name", ex->error->name);
+        set_str(env, error, "value", ex->error->value);
+        set_str(env, error, "traceback", ex->error->traceback);
+    } else {
+        napi_get_null(env, &error);
+    }
+    napi_set_named_property(env, o, "error", error);
+    set_num(env, o, "executionCount", ex->execution_count);
+    set_bool(env, o, "interrupted", ex->interrupted);
+    set_bool(env, o, "timedOut", ex->timed_out);
+    set_bool(env, o, "restarted", ex->restarted);
+    set_num(env, o, "exitCode", ex->exit_code);
+    set_str(env, o, "context", ex->context);
+    return o;
+}
+
+static napi_value code_done(napi_env env, job *jj)
+{
+    j_code *j = (j_code *)jj;
+    napi_value v = NULL;
+    if (j->op == CODE_RUN) {
+        v = execution_value(env, &j->ex);
+    } else if (j->op == CODE_CREATE) {
+        v = context_value(env, &j->ctx);
+    } else if (j->op == CODE_LIST) {
+        napi_create_array_with_length(env, j->n, &v);
+        for (size_t i = 0; i < j->n; i++)
+            napi_set_element(env, v, (uint32_t)i, context_value(env, &j->list[i]));
+    }
+    return v;
+}
+
+/* A new code job on the box boxv (*bx), or NULL after throwing. */
+static j_code *code_new(napi_env env, napi_value boxv, int op, box **bx)
+{
+    if (!(*bx = get_box(env, boxv)))
+        return NULL;
+    j_code *j = (j_code *)job_new(sizeof(j_code));
+    if (!j) {
+        throw_sbx(env, SBX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    sbx_run_code_options def = SBX_RUN_CODE_OPTIONS_INIT;
+    j->o = def;
+    j->op = op;
+    j->j.work = code_work;
+    j->j.done = code_done;
+    j->j.fin = code_fin;
+    keep(env, &j->j, boxv); /* keep[0] */
+    return j;
+}
+
+static void code_abandon(napi_env env, j_code *j)
+{
+    for (int i = 0; i < 3; i++)
+        if (j->j.keep[i])
+            napi_delete_reference(env, j->j.keep[i]);
+    code_fin(&j->j);
+    free(j);
+}
+
+/* runCode(box, {code, context, language, envs, timeoutMs}, onOutput?, onResult?)
+   -> Promise<execution> */
+static napi_value f_run_code(napi_env env, napi_callback_info info)
+{
+    ARGS(4);
+    box *bx;
+    j_code *j = code_new(env, argv[0], CODE_RUN, &bx);
+    if (!j)
+        return NULL;
+    napi_value o = argv[1];
+    if (arg_string(env, prop(env, o, "code"), "code", 0, &j->code) ||
+        arg_string(env, prop(env, o, "context"), "context", 1, &j->context) ||
+        arg_string(env, prop(env, o, "language"), "language", 1, &j->language) ||
+        arg_strv(env, prop(env, o, "envs"), "envs", &j->envs) ||
+        arg_u32(env, prop(env, o, "timeoutMs"), "timeoutMs", 1, 0, &j->o.timeout_ms) ||
+        arg_function(env, argv[2], "onOutput", 1, &j->j.keep[1]) ||
+        arg_function(env, argv[3], "onResult", 1, &j->j.keep[2])) {
+        code_abandon(env, j);
+        return NULL;
+    }
+    j->o.code = j->code;
+    j->o.context = j->context;
+    j->o.language = j->language;
+    j->o.envs = (const char *const *)j->envs;
+    j->o.ctx = &j->j;
+    if (j->j.keep[1])
+        j->o.on_output = exec_on_output;
+    if (j->j.keep[2])
+        j->o.on_result = code_on_result;
+    return job_start(env, &j->j, bx, 1, NULL);
+}
+
+/* codeContextCreate(box, language?, cwd?) -> Promise<context>; codeContextList(box) ->
+   Promise<context[]>; codeContextRestart / codeContextRemove / codeInterrupt(box, id) */
+static napi_value code_start(napi_env env, napi_callback_info info, int op)
+{
+    ARGS(3);
+    box *bx;
+    j_code *j = code_new(env, argv[0], op, &bx);
+    if (!j)
+        return NULL;
+    int bad = 0;
+    if (op == CODE_CREATE)
+        bad = arg_string(env, argv[1], "language", 1, &j->language) ||
+              arg_string(env, argv[2], "cwd", 1, &j->cwd);
+    else if (op != CODE_LIST)
+        bad = arg_string(env, argv[1], "context", 0, &j->context);
+    if (bad) {
+        code_abandon(env, j);
+        return NULL;
+    }
+    return job_start(env, &j->j, bx, 1, NULL);
+}
+
+static napi_value f_code_context_create(napi_env env, napi_callback_info info)
+{
+    return code_start(env, info, CODE_CREATE);
+}
+static napi_value f_code_context_list(napi_env env, napi_callback_info info)
+{
+    return code_start(env, info, CODE_LIST);
+}
+static napi_value f_code_context_restart(napi_env env, napi_callback_info info)
+{
+    return code_start(env, info, CODE_RESTART);
+}
+static napi_value f_code_context_remove(napi_env env, napi_callback_info info)
+{
+    return code_start(env, info, CODE_REMOVE);
+}
+static napi_value f_code_interrupt(napi_env env, napi_callback_info info)
+{
+    return code_start(env, info, CODE_INTERRUPT);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Templates                                                                                */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -3468,10 +3765,8 @@ static void tprog_drop(msg *m)
 static void tprog_run(napi_env env, msg *m)
 {
     tprog_msg *pm = (tprog_msg *)m;
-    job *j = pm->j;
-    napi_value fn, arg, global, ret;
-    if (!atomic_load(&j->cancel) && j->keep[2] &&
-        napi_get_reference_value(env, j->keep[2], &fn) == napi_ok && fn) {
+    if (!atomic_load(&pm->j->cancel)) {
+        napi_value arg;
         napi_create_object(env, &arg);
         set_num(env, arg, "step", pm->p.step);
         set_num(env, arg, "steps", pm->p.nsteps);
@@ -3479,13 +3774,8 @@ static void tprog_run(napi_env env, msg *m)
         set_bool(env, arg, "cached", pm->p.cached);
         set_bool(env, arg, "done", pm->p.done);
         set_num(env, arg, "elapsedMs", (double)pm->p.elapsed_ms);
-        napi_get_global(env, &global);
-        if (napi_call_function(env, global, fn, 1, &arg, &ret) != napi_ok) {
-            napi_value e;
-            if (napi_get_and_clear_last_exception(env, &e) == napi_ok && !j->cb_error)
-                napi_create_reference(env, e, 1, &j->cb_error);
-            atomic_store(&j->cancel, 1); /* the build stops at its next output */
-        }
+        /* A callback that throws stops the build at its next output. */
+        job_callback(env, pm->j, pm->j->keep[2], 1, &arg);
     }
     free(pm);
 }
@@ -3784,6 +4074,12 @@ NAPI_MODULE_INIT()
         FN("fileCommit", f_file_commit),
         FN("fileRead", f_file_read),
         FN("fileClose", f_file_close),
+        FN("runCode", f_run_code),
+        FN("codeContextCreate", f_code_context_create),
+        FN("codeContextList", f_code_context_list),
+        FN("codeContextRestart", f_code_context_restart),
+        FN("codeContextRemove", f_code_context_remove),
+        FN("codeInterrupt", f_code_interrupt),
     };
     napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 

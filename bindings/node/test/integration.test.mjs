@@ -20,8 +20,10 @@ import {
   NotRunningError,
   InterruptedError,
   SandboxError,
+  OutputMessage,
+  ExecutionError,
 } from '../index.mjs';
-import { boot, sleep, until, patternBytes } from './helpers.mjs';
+import { boot, codeSandbox, sleep, until, patternBytes } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -643,4 +645,162 @@ test('template_build', async (t) => {
   await Template.remove('nodehello', { templateDir: dir });
   assert.ok(!(await Template.list({ templateDir: dir })).some((x) => x.name === 'nodehello'));
   await assert.rejects(Template.remove('nodehello', { templateDir: dir }), NotFoundError);
+});
+
+test('code_run', async (t) => {
+  // runCode: state across calls, the main result, logs, envs, errors, a timeout.
+  const sb = await codeSandbox(t);
+  if (!sb) return;
+  let e = await sb.runCode("x = 40\nprint('set')\nprint('twice')");
+  assert.deepEqual(e.results, []);
+  assert.deepEqual(e.logs, { stdout: ['set\n', 'twice\n'], stderr: [] });
+  assert.equal(e.text, undefined);
+  assert.equal(e.error, undefined);
+  e = await sb.runCode('x + 2');
+  assert.equal(e.text, '42');
+  assert.equal(e.results.length, 1);
+  assert.ok(e.results[0].isMainResult);
+  assert.deepEqual(e.results[0].formats(), ['text']);
+  assert.deepEqual([e.executionCount, e.context, e.exitCode], [2, 'python', undefined]);
+  e = await sb.runCode("import os\nprint(os.environ.get('ONLY_NOW'))", { envs: { ONLY_NOW: 'yes' } });
+  assert.deepEqual(e.logs.stdout, ['yes\n']);
+
+  const errors = [];
+  e = await sb.runCode('def f():\n    return 1 / 0\nf()', { onError: (err) => errors.push(err) });
+  assert.ok(e.error instanceof ExecutionError);
+  assert.deepEqual([e.error.name, e.error.value], ['ZeroDivisionError', 'division by zero']);
+  assert.match(e.error.traceback, /in f/);
+  assert.deepEqual(errors, [e.error]);
+  await assert.rejects(sb.runCode('1', { context: 'nosuchcontext' }), NotFoundError);
+  await assert.rejects(sb.runCode('1', { language: 'cobol' }), InvalidArgumentError);
+  await assert.rejects(sb.runCode(5), InvalidArgumentError);
+
+  // a timeout interrupts the code; the context keeps its state
+  const t0 = Date.now();
+  e = await sb.runCode('while True:\n    pass', { timeoutMs: 2000 });
+  assert.ok(e.timedOut && !e.restarted, JSON.stringify(e));
+  assert.equal(e.error.name, 'KeyboardInterrupt');
+  assert.ok(Date.now() - t0 < 60000);
+  assert.equal((await sb.runCode('x')).text, '40');
+});
+
+test('code_png', async (t) => {
+  // Rich results: a DataFrame as text and HTML, a matplotlib figure as a base64 PNG.
+  const sb = await codeSandbox(t);
+  if (!sb) return;
+  let e = await sb.runCode("import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})");
+  const df = e.results[0];
+  assert.ok(df.isMainResult);
+  assert.match(df.text, /a {2}b/);
+  assert.match(df.html, /<table/);
+  assert.deepEqual(df.formats().slice(0, 2), ['text', 'html']);
+  e = await sb.runCode("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nNone");
+  assert.equal(e.results.length, 1);
+  const fig = e.results[0];
+  assert.ok(!fig.isMainResult && fig.formats().includes('png'));
+  const png = Buffer.from(fig.png, 'base64');
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [640, 480]);
+});
+
+test('code_javascript_bash', async (t) => {
+  const sb = await codeSandbox(t);
+  if (!sb) return;
+  let e = await sb.runCode("const a = 20; console.log('js', a); a * 2 + 2", { language: 'javascript' });
+  assert.deepEqual(e.logs.stdout, ['js 20\n']);
+  assert.equal(e.text, '42');
+  assert.equal(e.context, 'javascript');
+  e = await sb.runCode("function g() { throw new TypeError('bad'); }\ng()", { language: 'javascript' });
+  assert.deepEqual([e.error.name, e.error.value], ['TypeError', 'bad']);
+  assert.match(e.error.traceback, /at g/);
+  e = await sb.runCode('cd /tmp && export V=7 && echo out && echo err >&2', { language: 'bash' });
+  assert.deepEqual(e.logs, { stdout: ['out\n'], stderr: ['err\n'] });
+  assert.equal(e.exitCode, 0);
+  e = await sb.runCode('echo $V $(pwd); (exit 3)', { language: 'bash' });
+  assert.deepEqual(e.logs.stdout, ['7 /tmp\n']);
+  assert.equal(e.exitCode, 3);
+});
+
+test('code_contexts', async (t) => {
+  const sb = await codeSandbox(t);
+  if (!sb) return;
+  const a = await sb.createCodeContext();
+  const b = await sb.createCodeContext({ cwd: '/tmp', language: 'python' });
+  assert.notEqual(a.id, b.id);
+  assert.deepEqual([a.language, a.cwd, b.cwd], ['python', '/home/user', '/tmp']);
+  await sb.runCode("z = 'a'", { context: a });
+  assert.equal((await sb.runCode("import os\n'z' in dir(), os.getcwd()", { context: b.id })).text, "(False, '/tmp')");
+  const ids = (await sb.listCodeContexts()).map((c) => c.id);
+  assert.ok(ids.includes(a.id) && ids.includes(b.id), ids.join(' '));
+  await sb.restartCodeContext(a);
+  const e = await sb.runCode("'z' in dir()", { context: a });
+  assert.equal(e.text, 'False');
+  assert.equal(e.executionCount, 1);
+  await sb.removeCodeContext(a.id);
+  assert.ok(!(await sb.listCodeContexts()).some((c) => c.id === a.id));
+  await assert.rejects(sb.runCode('1', { context: a }), NotFoundError);
+  await assert.rejects(sb.interruptCode(a), NotFoundError);
+  await assert.rejects(sb.removeCodeContext(undefined), InvalidArgumentError);
+  await sb.interruptCode(b); // nothing runs: not an error
+});
+
+test('code_streaming', async (t) => {
+  // Callbacks fire as the output happens, in order; a throwing callback interrupts the code.
+  const sb = await codeSandbox(t);
+  if (!sb) return;
+  const events = [];
+  const code = [
+    'import sys, time',
+    "print('one', flush=True)",
+    'time.sleep(1)',
+    "display('shown')",
+    'time.sleep(1)',
+    "print('two', file=sys.stderr, flush=True)",
+    'time.sleep(1)',
+    "'last'",
+  ].join('\n');
+  const e = await sb.runCode(code, {
+    onStdout: (m) => events.push(['stdout', m, Date.now()]),
+    onStderr: (m) => events.push(['stderr', m, Date.now()]),
+    onResult: (r) => events.push(['result', r, Date.now()]),
+  });
+  const end = Date.now();
+  const seen = []; // consecutive pieces of one stream joined: the service may send a line in parts
+  for (const [k, v] of events) {
+    if (k === 'result') seen.push([k, [v.text, v.isMainResult]]);
+    else if (seen.length && seen.at(-1)[0] === k) seen.at(-1)[1] += v.line;
+    else seen.push([k, v.line]);
+  }
+  assert.deepEqual(
+    seen,
+    [
+      ['stdout', 'one\n'],
+      ['result', ["'shown'", false]],
+      ['stderr', 'two\n'],
+      ['result', ["'last'", true]],
+    ],
+  );
+  assert.ok(end - events[0][2] > 2000, `the first output came ${end - events[0][2]} ms before the end`);
+  const err = events.find(([k]) => k === 'stderr')[1];
+  assert.ok(events[0][1] instanceof OutputMessage && !events[0][1].error && err.error);
+  assert.equal(String(events[0][1]), events[0][1].line);
+  assert.equal(e.text, "'last'");
+
+  // A callback that throws (or rejects) interrupts the code; runCode rejects with its error.
+  const t0 = Date.now();
+  const boom = new Error('boom');
+  await assert.rejects(
+    sb.runCode("import time\nprint('first', flush=True)\ntime.sleep(60)\nfinished = True", {
+      onStdout: () => {
+        throw boom;
+      },
+    }),
+    (err) => err === boom,
+  );
+  await assert.rejects(
+    sb.runCode('import time\ndisplay(1)\ntime.sleep(60)\nfinished = True', { onResult: async () => Promise.reject(boom) }),
+    (err) => err === boom,
+  );
+  assert.ok(Date.now() - t0 < 60000);
+  assert.equal((await sb.runCode("'finished' in dir()")).text, 'False');
 });

@@ -166,3 +166,39 @@ test('template_argument_errors', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('code_results', () => {
+  // runCode's results: formats by E2B's names, parsed JSON, the main result's text, logs.
+  const { Result, Execution } = lib;
+  const native = require('../lib/native.js');
+  assert.throws(() => native.runCode({}, { code: '1' }), /not a sandbox handle/);
+  assert.throws(() => native.codeInterrupt(null, 'python'), /not a sandbox handle/);
+  const { Execution: E } = require('../lib/code.js');
+  assert.equal(E, Execution);
+  const raw = (results, more = {}) => ({
+    results,
+    stdout: 'a\nb',
+    stderr: '',
+    error: null,
+    executionCount: 3,
+    interrupted: false,
+    timedOut: false,
+    restarted: false,
+    exitCode: -1,
+    context: 'python',
+    ...more,
+  });
+  const data = { 'text/plain': '42', 'text/html': '<b>42</b>', 'application/json': '{"a":[1,2]}', 'x-custom/type': 'raw' };
+  const ex = new Execution(raw([{ isMainResult: false, data: { 'image/png': 'iVBORw0KGgo=' } }, { isMainResult: true, data }]));
+  const [fig, main] = ex.results;
+  assert.ok(main instanceof Result);
+  assert.deepEqual([main.text, main.html, main.png, fig.png], ['42', '<b>42</b>', undefined, 'iVBORw0KGgo=']);
+  assert.deepEqual(main.json, { a: [1, 2] });
+  assert.deepEqual(main.formats(), ['text', 'html', 'json', 'x-custom/type']);
+  assert.equal(ex.text, '42');
+  assert.deepEqual(ex.logs, { stdout: ['a\n', 'b'], stderr: [] });
+  assert.deepEqual([ex.exitCode, ex.error, ex.executionCount], [undefined, undefined, 3]);
+  const bash = new Execution(raw([], { exitCode: 3, error: { name: 'E', value: 'v', traceback: 't' } }));
+  assert.deepEqual([bash.exitCode, bash.text, bash.error.name], [3, undefined, 'E']);
+  assert.ok(bash.error instanceof lib.ExecutionError);
+});

@@ -9,6 +9,15 @@ shaped like E2B's Python SDK.
         sbx.files.write("/tmp/x.txt", "data")
 """
 from ._native import candidate_paths, library_path
+from .code import (
+    CODE_INTERPRETER_TEMPLATE,
+    Context,
+    Execution,
+    ExecutionError,
+    Logs,
+    OutputMessage,
+    Result,
+)
 from .commands import CommandHandle, CommandResult, Commands, ProcessInfo
 from .exceptions import (
     AlreadyExistsException,
@@ -74,10 +83,17 @@ __all__ = [
     "AsyncSandbox",
     "AsyncTemplate",
     "AsyncWatchHandle",
+    "CODE_INTERPRETER_TEMPLATE",
     "CommandHandle",
     "CommandResult",
     "Commands",
+    "Context",
+    "Execution",
+    "ExecutionError",
+    "Logs",
+    "OutputMessage",
     "ProcessInfo",
+    "Result",
     "Pty",
     "PtyHandle",
     "PtySize",

@@ -70,6 +70,8 @@ SBX_OPTIONS_VERSION = 3
 SBX_EXEC_OPTIONS_VERSION = 1
 SBX_FILE_OPTIONS_VERSION = 1
 SBX_TEMPLATE_OPTIONS_VERSION = 1
+SBX_RUN_CODE_OPTIONS_VERSION = 1
+SBX_CODE_PORT = 49999
 
 SBX_NET_NAT = 0
 SBX_NET_NONE = 1
@@ -341,6 +343,59 @@ class sbx_template_info(Structure):
     ]
 
 
+class sbx_code_result(Structure):
+    _fields_ = [
+        ("is_main_result", c_int),
+        ("nformats", c_uint),
+        ("mime", POINTER(c_char_p)),
+        ("data", POINTER(c_char_p)),
+    ]
+
+
+class sbx_code_error(Structure):
+    _fields_ = [("name", c_char_p), ("value", c_char_p), ("traceback", c_char_p)]
+
+
+class sbx_execution(Structure):
+    _fields_ = [
+        ("results", POINTER(sbx_code_result)),
+        ("nresults", c_size_t),
+        ("out", c_void_p),
+        ("err", c_void_p),
+        ("out_len", c_size_t),
+        ("err_len", c_size_t),
+        ("error", POINTER(sbx_code_error)),
+        ("execution_count", c_uint),
+        ("interrupted", c_int),
+        ("timed_out", c_int),
+        ("restarted", c_int),
+        ("exit_code", c_int),
+        ("context", c_char * 64),
+    ]
+
+
+# int (*on_result)(void *ctx, const sbx_code_result *r)
+sbx_code_result_fn = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(sbx_code_result))
+
+
+class sbx_run_code_options(Structure):
+    _fields_ = [
+        ("version", c_uint),
+        ("code", c_char_p),
+        ("context", c_char_p),
+        ("language", c_char_p),
+        ("envs", POINTER(c_char_p)),
+        ("timeout_ms", c_uint),
+        ("on_output", sbx_output_fn),
+        ("on_result", sbx_code_result_fn),
+        ("ctx", c_void_p),
+    ]
+
+
+class sbx_code_context(Structure):
+    _fields_ = [("id", c_char * 64), ("language", c_char * 16), ("cwd", c_char * 256)]
+
+
 #: Every struct of the header, by C name (the layout test compares them with a C compiler).
 STRUCTS = {
     "sbx_disk": sbx_disk,
@@ -359,6 +414,11 @@ STRUCTS = {
     "sbx_template_progress": sbx_template_progress,
     "sbx_template_build_options": sbx_template_build_options,
     "sbx_template_info": sbx_template_info,
+    "sbx_code_result": sbx_code_result,
+    "sbx_code_error": sbx_code_error,
+    "sbx_execution": sbx_execution,
+    "sbx_run_code_options": sbx_run_code_options,
+    "sbx_code_context": sbx_code_context,
 }
 
 _P = c_void_p  # opaque handles: sbx*, sbx_proc*, sbx_file*, sbx_watch*
@@ -440,6 +500,17 @@ _PROTOTYPES = {
     ),
     "sbx_template_list_free": (None, [POINTER(sbx_template_info), c_size_t]),
     "sbx_template_remove": (c_int, [c_char_p, c_char_p, c_char_p, c_size_t]),
+    "sbx_code_result_get": (c_char_p, [POINTER(sbx_code_result), c_char_p]),
+    "sbx_execution_free": (None, [POINTER(sbx_execution)]),
+    "sbx_run_code": (c_int, [_P, POINTER(sbx_run_code_options), POINTER(sbx_execution)]),
+    "sbx_code_interrupt": (c_int, [_P, c_char_p]),
+    "sbx_code_context_create": (c_int, [_P, c_char_p, c_char_p, POINTER(sbx_code_context)]),
+    "sbx_code_context_list": (
+        c_int,
+        [_P, POINTER(POINTER(sbx_code_context)), POINTER(c_size_t)],
+    ),
+    "sbx_code_context_restart": (c_int, [_P, c_char_p]),
+    "sbx_code_context_remove": (c_int, [_P, c_char_p]),
     # libc free() for sbx_read_file's buffer
 }
 

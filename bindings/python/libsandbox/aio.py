@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
 """AsyncSandbox: the asyncio flavour. Output and watch events are read on the event loop from
 the library's pollable fds (loop.add_reader + non-blocking reads); calls that block in the
-library (boot, file transfers, stdin writes) run in worker threads."""
+library (boot, file transfers, stdin writes, run_code) run in worker threads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _native as N
+from .code import Context, ContextLike, Execution, _context_id
 from .commands import (
     _UNSET,
     DEFAULT_COMMAND_TIMEOUT,
@@ -20,7 +23,7 @@ from .commands import (
     _bytes,
     _ExecOptions,
 )
-from .exceptions import CommandExitException
+from .exceptions import CommandExitException, SandboxException
 from .files import EntryInfo, FilesystemEvent, WatchHandle
 from .pty import PtySize, SizeLike, _size
 from .sandbox import NetworkStats, Sandbox, SandboxInfo, SandboxMetrics
@@ -29,6 +32,20 @@ from .template import Template, TemplateInfo
 
 async def _thread(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kw))
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Optional[Callable[[Any], Any]]) -> Any:
+    """fn (a function or a coroutine function) made callable from a worker thread: it runs on
+    the loop while the thread waits, and its exception is raised in the thread."""
+    if fn is None:
+        return None
+
+    async def run(arg: Any) -> None:
+        r = fn(arg)
+        if inspect.isawaitable(r):
+            await r
+
+    return lambda arg: asyncio.run_coroutine_threadsafe(run(arg), loop).result()
 
 
 async def _readable(fd: int) -> None:
@@ -339,6 +356,47 @@ class AsyncSandbox:
 
     async def get_host(self, port: int) -> str:
         return self._sb.get_host(port)
+
+    async def run_code(
+        self,
+        code: str,
+        language: Optional[str] = None,
+        context: Optional[ContextLike] = None,
+        on_stdout: Optional[Callable[[Any], Any]] = None,
+        on_stderr: Optional[Callable[[Any], Any]] = None,
+        on_result: Optional[Callable[[Any], Any]] = None,
+        on_error: Optional[Callable[[Any], Any]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Execution:
+        """See :meth:`Sandbox.run_code`. The call runs in a worker thread; the callbacks
+        (functions or coroutine functions) run on the event loop, in order, and one that
+        raises interrupts the code. Cancelling the task interrupts the code."""
+        loop = asyncio.get_running_loop()
+        cbs = [_on_loop(loop, cb) for cb in (on_stdout, on_stderr, on_result, on_error)]
+        try:
+            return await _thread(self._sb.run_code, code, language, context, *cbs, envs, timeout)
+        except asyncio.CancelledError:
+            with contextlib.suppress(SandboxException):
+                self._sb.interrupt_code(_context_id(context) or language or "python")
+            raise
+
+    async def create_code_context(
+        self, cwd: Optional[str] = None, language: Optional[str] = None
+    ) -> Context:
+        return await _thread(self._sb.create_code_context, cwd, language)
+
+    async def list_code_contexts(self) -> List[Context]:
+        return await _thread(self._sb.list_code_contexts)
+
+    async def restart_code_context(self, context: ContextLike) -> None:
+        await _thread(self._sb.restart_code_context, context)
+
+    async def remove_code_context(self, context: ContextLike) -> None:
+        await _thread(self._sb.remove_code_context, context)
+
+    async def interrupt_code(self, context: ContextLike) -> None:
+        await _thread(self._sb.interrupt_code, context)
 
     async def __aenter__(self) -> "AsyncSandbox":
         return self

@@ -13,6 +13,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Union
 
 from . import _native as N
 from ._guard import Guard, _flush_signals, bridge
+from .code import CodeInterpreter
 from .exceptions import (
     InvalidArgumentException,
     NotFoundException,
@@ -303,12 +304,14 @@ def strerror(code: int) -> str:
     return N.dec(N.lib().sbx_strerror(code))
 
 
-class Sandbox:
+class Sandbox(CodeInterpreter):
     """A hardware-isolated Linux sandbox: a KVM microVM running inside this process.
 
     Create one with :meth:`create` (or ``Sandbox(...)`` with the same arguments); use it as a
     context manager to kill it on exit. Everything is reachable through attributes named as
-    in E2B's SDK: :attr:`commands`, :attr:`files`, :attr:`pty`.
+    in E2B's SDK: :attr:`commands`, :attr:`files`, :attr:`pty`; a sandbox made from the
+    ``code-interpreter`` template also runs code like a notebook (:meth:`run_code`, E2B's
+    Code Interpreter SDK).
 
     Threading: several threads may use one sandbox at once (each operation has its own
     connection to the guest). :meth:`kill` interrupts calls in flight and waits for them.

@@ -160,3 +160,26 @@ def test_template_argument_errors():
         assert libsandbox.Template.list(os.path.join(d, "none")) == []
         with pytest.raises(libsandbox.NotFoundException):
             libsandbox.Template.remove("nope", template_dir=d)
+
+
+def test_code_results():
+    """run_code's results as the library hands them over: formats by E2B's names, parsed
+    JSON, the main result's text, JSON of the whole execution."""
+    from libsandbox.code import _result
+
+    mimes = [b"text/plain", b"text/html", b"application/json", b"x-custom/type"]
+    data = [b"42", b"<b>42</b>", b'{"a": [1, 2]}', b"raw"]
+    r = N.sbx_code_result()
+    r.is_main_result, r.nformats = 1, len(mimes)
+    r.mime = N.StrArray([m.decode() for m in mimes]).ptr
+    r.data = N.StrArray([d.decode() for d in data]).ptr
+    res = _result(r)
+    assert res.is_main_result and (res.text, res.html, res.png) == ("42", "<b>42</b>", None)
+    assert res.json == {"a": [1, 2]} and res.data["x-custom/type"] == "raw"
+    assert res.formats() == ["text", "html", "json", "x-custom/type"]
+    other = libsandbox.Result(is_main_result=False, data={"image/png": "iVBORw0KGgo="})
+    ex = libsandbox.Execution(results=[other, res])
+    assert ex.text == "42" and libsandbox.Execution(results=[other]).text is None
+    assert '"text/plain": "42"' in ex.to_json() and '"error": null' in ex.to_json()
+    m = libsandbox.OutputMessage("line\n", 5, True)
+    assert m == "line\n" and m.line == "line\n" and (m.timestamp, m.error) == (5, True)
