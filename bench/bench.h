@@ -29,6 +29,19 @@ static inline void bench_die(const char *prog, sbx *sb, const char *what, int r)
     exit(1);
 }
 
+/* Runs `true` in the guest (the cheapest round trip through a process); dies on failure. */
+static inline void bench_exec_true(const char *prog, sbx *sb)
+{
+    const char *argv[] = {"true", NULL};
+    sbx_exec_options e = SBX_EXEC_OPTIONS_INIT;
+    e.argv = argv;
+    sbx_exec_result res;
+    int r = sbx_exec(sb, &e, &res);
+    if (r || res.exit_code)
+        bench_die(prog, sb, "exec true", r ? r : SBX_EGUEST);
+    sbx_exec_result_free(&res);
+}
+
 /* Reads the guest file `path` of `bytes` bytes through sbx_file_open / read; MiB/s. */
 static inline double bench_read_rate(const char *prog, sbx *sb, const char *path, size_t bytes)
 {

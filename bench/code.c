@@ -49,18 +49,6 @@ static void cell(sbx *sb, const char *lang, const char *code, const char *want, 
     sbx_execution_free(&ex);
 }
 
-static void exec_true(sbx *sb)
-{
-    const char *argv[] = {"true", NULL};
-    sbx_exec_options e = SBX_EXEC_OPTIONS_INIT;
-    e.argv = argv;
-    sbx_exec_result res;
-    int r = sbx_exec(sb, &e, &res);
-    if (r || res.exit_code)
-        bench_die(prog, sb, "exec true", r ? r : SBX_EGUEST);
-    sbx_exec_result_free(&res);
-}
-
 /* Copies a file of the repository into the guest. */
 static void put(sbx *sb, const char *src, const char *dst)
 {
@@ -182,7 +170,7 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < call_n; i++) {
         t0 = now_ns();
-        exec_true(sb);
+        bench_exec_true(prog, sb);
         v[i] = ms_since(t0);
     }
     report("exec true (for comparison)", v, call_n);

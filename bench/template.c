@@ -30,18 +30,6 @@ static void report(const char *what, double *v, int n, const char *unit)
            v[0], n);
 }
 
-static void exec_true(sbx *sb)
-{
-    const char *argv[] = {"true", NULL};
-    sbx_exec_options e = SBX_EXEC_OPTIONS_INIT;
-    e.argv = argv;
-    sbx_exec_result res;
-    int r = sbx_exec(sb, &e, &res);
-    if (r || res.exit_code)
-        bench_die(prog, sb, "exec true", r ? r : SBX_EGUEST);
-    sbx_exec_result_free(&res);
-}
-
 static void sh(sbx *sb, const char *cmd)
 {
     sbx_exec_options e = SBX_EXEC_OPTIONS_INIT;
@@ -136,7 +124,7 @@ int main(int argc, char **argv)
         t0 = now_ns();
         if ((r = sbx_create(&sb, &o)))
             bench_die(prog, sb, "cold sbx_create", r);
-        exec_true(sb);
+        bench_exec_true(prog, sb);
         cold[i] = ms_since(t0);
         sbx_destroy(sb);
     }
@@ -150,7 +138,7 @@ int main(int argc, char **argv)
         t0 = now_ns();
         sbx *sb = from_template("bench");
         create[i] = ms_since(t0);
-        exec_true(sb);
+        bench_exec_true(prog, sb);
         warm[i] = ms_since(t0);
         t0 = now_ns();
         sbx_destroy(sb);
@@ -195,7 +183,7 @@ int main(int argc, char **argv)
     t0 = now_ns();
     if ((r = sbx_resume(&sb, snap, NULL)))
         bench_die(prog, sb, "sbx_resume", r);
-    exec_true(sb);
+    bench_exec_true(prog, sb);
     double resume_ms = ms_since(t0);
     printf("%-34s %9.1f ms (%.2f GiB written: %.0f ms per GiB)\n", "pause", pause_ms, gib,
            gib > 0 ? pause_ms / gib : 0);
@@ -208,7 +196,7 @@ int main(int argc, char **argv)
         bench_die(prog, sb, "sbx_fork", r);
     double fork_ms = ms_since(t0);
     for (int i = 0; i < 10; i++)
-        exec_true(kids[i]);
+        bench_exec_true(prog, kids[i]);
     printf("%-34s %9.1f ms for 10 copies (%.1f ms per copy)\n", "fork", fork_ms, fork_ms / 10);
     for (int i = 0; i < 10; i++)
         sbx_destroy(kids[i]);
