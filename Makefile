@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all deps build images demo test test-bindings unit integration bench install format clean
+.PHONY: all deps build images demo test test-bindings unit integration bench soak install format clean
 
 all: build
 
@@ -29,6 +29,12 @@ test: build images
 # Only the Python and Node bindings' guest-booting tests (`make test` runs them too).
 test-bindings: build images
 	scripts/in-kvm ctest --test-dir $(BUILD) -L bindings --output-on-failure
+
+# Many sandboxes doing execs, file round trips and PTY sessions at once (docs/SECURITY.md);
+# SOAK_ARGS="--sandboxes 8 --seconds 120" by default.
+SOAK_ARGS ?=
+soak: build images
+	scripts/in-kvm $(BUILD)/tests/soak $(SOAK_ARGS)
 
 bench: build images
 	bench/run $(BUILD)

@@ -225,7 +225,7 @@ enum sbx_state {
     SBX_STATE_PAUSED = 4,  /* written to disk by sbx_pause(); only sbx_destroy() remains */
 };
 
-/* The current state (enum sbx_state). Never blocks. */
+/* The current state (enum sbx_state); SBX_STATE_FAILED for NULL. Never blocks. */
 SBX_API int sbx_state(const sbx *sb);
 
 /* What the guest reported when its agent said Hello, and the sandbox's resources. */
@@ -592,7 +592,10 @@ SBX_API int sbx_unexpose(sbx *sb, unsigned guest_port);
 /* ======================================================================================= */
 /* Files                                                                                   */
 /* ======================================================================================= */
-/* Guest paths are absolute, or relative to the default user's home directory. Guest errors
+/* Guest paths are absolute, or relative to the default user's home directory. They go to the
+   guest as bytes (any but NUL, up to 4095; not necessarily UTF-8) and the guest's kernel
+   resolves them: `..` and symlinks work as in any path (the whole guest is the sandbox, so
+   there is nothing for them to escape from). Guest errors
    map to SBX_ENOENT, SBX_EACCES, SBX_ENOTDIR, SBX_EISDIR, SBX_ENOSPC, SBX_EEXIST,
    SBX_ENOTEMPTY. File calls wait at most 60 s for each answer of the guest. */
 

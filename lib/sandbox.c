@@ -752,8 +752,10 @@ int sbx_state(const sbx *sb)
 
 int sbx_get_info(sbx *sb, sbx_info *info)
 {
-    if (!sb || !info)
+    if (!sb)
         return SBX_EINVAL;
+    if (!info)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_get_info: info is NULL");
     *info = sb->info;
     info->state = atomic_load(&sb->state);
     info->created_ns = sb->created_ns;

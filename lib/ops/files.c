@@ -583,11 +583,12 @@ static int entry_copy(sbx_entry *e, const Sbx__Agent__EntryInfo *g)
 
 int sbx_stat(sbx *sb, const char *path, sbx_entry *e)
 {
+    if (e) /* cleared first: a caller may release it after any failure */
+        memset(e, 0, sizeof(*e));
     if (!sb)
         return SBX_EINVAL;
     if (!e)
         return sbx_seterr(sb, SBX_EINVAL, "sbx_stat: e is NULL");
-    memset(e, 0, sizeof(*e));
     int r = files_check_path(sb, path, "sbx_stat");
     if (r)
         return r;
