@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* libFuzzer target: the code interpreter's answers (JSON lines from the guest service) as the
    host reads them for sbx_run_code, callbacks included. */
-#define _GNU_SOURCE
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
