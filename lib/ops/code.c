@@ -116,6 +116,10 @@ static int svc_recv(struct svc *s, json_object **out, const char *what)
         char *nl = s->len > s->off ? memchr(s->buf + s->off, '\n', s->len - s->off) : NULL;
         if (nl) {
             size_t n = (size_t)(nl - (s->buf + s->off));
+            if (n >= LINE_MAX_BYTES) /* its end came in the read that crossed the limit */
+                return call_fail(s->c, SBX_EPROTO,
+                                 "%s: the interpreter service sent a line longer than %u bytes",
+                                 what, LINE_MAX_BYTES);
             *nl = '\0';
             json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH);
             if (!tok)

@@ -252,6 +252,33 @@ SBX_TEST(contexts_are_isolated_and_concurrent)
     sbx_destroy(sb);
 }
 
+/* Every sandbox of the template starts from the same memory: the interpreters must not hand
+   out the same "random" numbers in two of them. */
+SBX_TEST(clones_do_not_share_random_state)
+{
+    static const char *const cells[][2] = {
+        {"python", "import random, uuid, numpy\n(random.random(), uuid.uuid4().hex, "
+                   "float(numpy.random.rand()))"},
+        {"javascript", "[Math.random(), require('crypto').randomBytes(8).toString('hex'), "
+                       "require('crypto').randomUUID()].join(' ')"},
+        {"bash", "echo $RANDOM $RANDOM $RANDOM"},
+    };
+    sbx *a = code_sandbox(), *b = code_sandbox();
+    for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+        sbx_execution ea, eb;
+        run(a, cells[i][0], NULL, cells[i][1], &ea);
+        run(b, cells[i][0], NULL, cells[i][1], &eb);
+        const char *ta = ea.nresults ? text_of(&ea, 0) : ea.out;
+        const char *tb = eb.nresults ? text_of(&eb, 0) : eb.out;
+        fprintf(stderr, "%s: %s | %s\n", cells[i][0], ta, tb);
+        CHECK(ta && tb && strcmp(ta, tb) != 0);
+        sbx_execution_free(&ea);
+        sbx_execution_free(&eb);
+    }
+    sbx_destroy(a);
+    sbx_destroy(b);
+}
+
 ITEST_MAIN(ITEST(python_state_results_and_errors), ITEST(matplotlib_plot_is_a_png),
            ITEST(timeout_interrupts_and_keeps_the_context), ITEST(javascript_and_bash),
-           ITEST(contexts_are_isolated_and_concurrent))
+           ITEST(contexts_are_isolated_and_concurrent), ITEST(clones_do_not_share_random_state))

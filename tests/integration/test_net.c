@@ -127,8 +127,13 @@ SBX_TEST(nat_reaches_host)
     o.host_loopback = 1;
     sbx *sb = boot(&o);
     char out[4096];
-    CHECK(sh(sb, "cat /sys/class/net/eth0/operstate /sys/class/net/lo/operstate", out,
-             sizeof(out)) == 0);
+    /* The kernel reports the operational state from its link-watch work, which may run up to
+       a second after the link came up (traffic flows from the start). */
+    CHECK(
+        sh(sb,
+           "for i in $(seq 50); do [ \"$(cat /sys/class/net/eth0/operstate)\" = up ] && "
+           "break; sleep 0.1; done; cat /sys/class/net/eth0/operstate /sys/class/net/lo/operstate",
+           out, sizeof(out)) == 0);
     CHECK(strcmp(out, "up\nunknown\n") == 0);
     CHECK(sh(sb, "cat /etc/resolv.conf", out, sizeof(out)) == 0);
     CHECK(strcmp(out, "nameserver 10.0.2.3\n") == 0);

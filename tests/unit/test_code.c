@@ -73,7 +73,9 @@ static int real_setup(void **state)
     r->pid = fork();
     if (r->pid == 0) {
         setenv("MPLBACKEND", "Agg", 1);
-        execl("/usr/bin/python3", "python3", SBX_SOURCE_DIR "/guest/interpreter/server.py",
+        /* argv[0] a full path: Python takes sys.executable (which runs the workers) from it,
+           and "python3" could find another Python in PATH. */
+        execl("/usr/bin/python3", "/usr/bin/python3", SBX_SOURCE_DIR "/guest/interpreter/server.py",
               "--port", portarg, "--host", "127.0.0.1", (char *)NULL);
         _exit(127);
     }
