@@ -648,6 +648,7 @@ class Context:
         self.count = 0  # executions since the worker started
         self.generation = 0  # workers started so far
         self.removed = False
+        self.stale = False  # a javascript worker copied from another sandbox, unused: replace
 
     def info(self):
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -695,6 +696,7 @@ class Service:
         self.tmp = tempfile.mkdtemp(prefix="sbx-interpreter-")
         self.env = dict(os.environ, MPLBACKEND="Agg")
         self.reapers = set()
+        self.sandbox_id = None  # as the last execute request named it (SBX_SANDBOX_ID)
 
     # --- workers ---
 
@@ -859,6 +861,7 @@ class Service:
         a worker is forgotten if this fails."""
         fresh = ctx.generation == 0
         await self.stop(ctx)
+        ctx.stale = False
         ctx.count = 0
         ctx.generation += 1
         try:
@@ -892,6 +895,34 @@ class Service:
         if self.zygote is not None:
             self.zygote.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def new_sandbox(self, sid):
+        """Executions name their sandbox (SBX_SANDBOX_ID). A name not seen before means this
+        service was copied into a new sandbox with a template or a snapshot, and Node.js with
+        it: OpenSSL's random state (crypto.randomBytes, randomUUID, TLS) would be the same as in
+        every other copy, and JavaScript cannot reseed it. So javascript workers that have run
+        nothing yet are replaced by fresh processes, now in the background, or before their
+        first execution if that comes first. Workers with state keep it (a fork of a sandbox
+        that used them): restarting their context gives them fresh randomness."""
+        self.sandbox_id = sid
+        for ctx in self.contexts.values():
+            if ctx.language == "javascript" and ctx.worker is not None and ctx.count == 0:
+                ctx.stale = True
+                task = self.loop.create_task(self.refresh(ctx))
+                self.reapers.add(task)
+                task.add_done_callback(self.reapers.discard)
+
+    async def refresh(self, ctx):
+        async with ctx.lock:
+            if ctx.stale and not ctx.removed:
+                await self.fresh_worker(ctx)
+
+    async def fresh_worker(self, ctx):
+        """Replaces a stale worker (the caller holds the context's lock)."""
+        try:
+            await self.start(ctx)
+        except Failure as f:
+            log(f"context {ctx.id}: a fresh worker did not start: {f.message}")
 
     # --- requests ---
 
@@ -999,6 +1030,9 @@ class Service:
         if not isinstance(code, str):
             raise Failure("invalid", "code must be a string")
         envs = check_envs(req.get("envs"))
+        sid = envs.get("SBX_SANDBOX_ID")
+        if sid and sid != self.sandbox_id:
+            self.new_sandbox(sid)
         timeout_ms = req.get("timeout_ms")
         if timeout_ms is not None and (type(timeout_ms) is not int
                                        or not 0 <= timeout_ms <= MAX_TIMEOUT_MS):
@@ -1051,6 +1085,8 @@ class Service:
     async def execute_locked(self, ctx, code, envs, deadline, client):
         if ctx.removed:
             raise Failure("not_found", f"context {ctx.id!r} was removed")
+        if ctx.stale:
+            await self.fresh_worker(ctx)
         restarted = False
         if ctx.worker is None or ctx.worker.exit.done():
             restarted = ctx.worker is not None  # it died since the last execution: state lost

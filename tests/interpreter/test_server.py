@@ -590,6 +590,39 @@ def test_javascript_values_and_state(server):
     assert server.execute("null", language="javascript").text == "null"
 
 
+def node_pids(server):
+    """The pids of the service's node processes (its children named node)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except (OSError, ValueError):
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == server.proc.pid and comm.startswith("node"):
+            pids.add(int(entry))
+    return pids
+
+
+def test_fresh_javascript_workers_in_a_new_sandbox(server):
+    # A sandbox name not seen before (a template or snapshot copy): javascript workers that
+    # ran nothing are replaced (OpenSSL's random state must not be shared between copies).
+    need_node()
+    cid = new_context(server, "javascript")["id"]
+    before = node_pids(server)
+    assert before
+    server.execute("1", envs={"SBX_SANDBOX_ID": "sbx-test-copy-1"})
+    pid = int(server.execute("process.pid", context=cid).text)
+    assert pid not in before
+    # A worker with state keeps it, and its process, in the next copy.
+    server.execute("globalThis.kept = 7", context=cid)
+    server.execute("1", envs={"SBX_SANDBOX_ID": "sbx-test-copy-2"})
+    assert server.execute("[process.pid, kept]", context=cid).text == f"[ {pid}, 7 ]"
+    remove_context(server, cid)
+
+
 def test_javascript_console_and_node_globals(server):
     need_node()
     ex = server.execute("console.log('hello %s', 'world', {a: 1}); console.error('oops');"
