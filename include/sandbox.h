@@ -113,7 +113,7 @@ typedef struct sbx_net_policy {
     const char *const *deny_out;  /* or NULL */
 } sbx_net_policy;
 
-#define SBX_OPTIONS_VERSION 3
+#define SBX_OPTIONS_VERSION 4
 
 typedef struct sbx_options {
     unsigned version; /* SBX_OPTIONS_VERSION */
@@ -181,12 +181,33 @@ typedef struct sbx_options {
     /* The template store. NULL: $SBX_TEMPLATE_DIR, else $XDG_DATA_HOME/libsandbox/templates,
        else $HOME/.local/share/libsandbox/templates. */
     const char *template_dir;
+
+    /* Since version 4: hardening (docs/SECURITY.md). */
+    /* Non-zero: the sandbox's vCPU threads and device thread run without their seccomp
+       filters. Default 0: each of them, before it handles anything of the guest, installs a
+       filter allowing only the system calls (and, for ioctl, the KVM requests) its role needs;
+       a forbidden call fails with EPERM. The application's own threads are never filtered.
+       Turn the filters off only for tools they stop, such as valgrind. */
+    int no_seccomp;
+    /* Non-zero: the isolated mode. The sandbox's VMM runs in a child process (the program
+       sbx-vmm: $SBX_VMM_PATH, else LIBEXECDIR/sbx-vmm) started in new mount, PID, IPC and UTS
+       namespaces (and a new network namespace when network is SBX_NET_NONE), which jails
+       itself once the sandbox runs: an empty read-only root (pivot_root), no capabilities,
+       rlimits, seccomp on every thread. The API is the same; sbx_snapshot(), sbx_pause(),
+       sbx_fork(), sbx_network_update(), sbx_network_stats() and sbx_set_timeout() return
+       SBX_ENOTSUP in this mode. Needs CAP_SYS_ADMIN (namespaces) and the seccomp filters
+       (no_seccomp must be 0). Costs one process start per sandbox (docs/PERFORMANCE.md). */
+    int isolated;
+    /* Isolated mode only: a cgroup v2 directory (its path, e.g. "/sys/fs/cgroup/sandboxes")
+       the VMM process joins before it starts, so that the caller's cpu.max, memory.max and
+       pids.max there bound it. NULL: the caller's cgroup. */
+    const char *cgroup;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
         SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,     \
-            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL              \
+            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL  \
     }
 
 /*

@@ -113,6 +113,17 @@ struct sbx {
     struct event_base *evbase;
     pthread_t io_thread;
     bool io_running;
+    struct thread_filter *io_filter; /* entered by the device thread first, or NULL */
+    bool seccomp;                    /* vCPU and device threads enter seccomp filters */
+    bool drop_caps;                  /* ... and give up their capabilities (SBX_CREATE_DROP_CAPS) */
+    /* The isolated mode (lib/isolate/): the child running the VMM, its control socket, its
+       console pipe, and the thread that reads both. */
+    bool isolated;
+    pid_t iso_pid;
+    int iso_pidfd, iso_ctl, iso_console;
+    pthread_t iso_monitor;
+    bool iso_monitor_running;
+    atomic_bool iso_stopping;
     int io_stop_fd;
     struct event *io_stop_ev;
     struct event *life_ev;
@@ -170,6 +181,11 @@ void sbx_explain_guest(struct sbx *sb);
 /* For unit tests: a handle without a VM whose agent is a local envd listening on the unix
    socket `sock` (envd --test-listen=PATH). Operations work as on a real sandbox. */
 int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out);
+
+/* sbx_create() with flags: SBX_CREATE_DROP_CAPS makes the VMM's threads give up their
+   capabilities (the isolated mode's child, lib/isolate/child.c). */
+#define SBX_CREATE_DROP_CAPS 1u
+int sbx_create_flags(sbx **out, const sbx_options *opts, unsigned flags);
 
 /* For the template builder: boots a sandbox whose root disk is options.rootfs with `layers`
    (template store layers, bottom first) over it, `size` bytes large (0: the image's), whose

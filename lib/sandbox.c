@@ -16,6 +16,7 @@
 #include "agent/conn.h"
 #include "internal.h"
 #include "ops/expose.h"
+#include "isolate/isolate.h"
 #include "registry.h"
 #include "session.h"
 #include "util/wait.h"
@@ -160,6 +161,8 @@ void sbx_stop(struct sbx *sb, int state, const char *fmt, ...)
         (void)n;
         for (unsigned i = 0; i < sb->nvcpu_created; i++)
             vcpu_kick(&sb->vcpu[i]);
+        if (sb->isolated)
+            iso_kill(sb);                   /* its VM ends with it */
         pthread_mutex_lock(&sb->park_lock); /* parked vCPU threads end too */
         pthread_cond_broadcast(&sb->park_cond);
         pthread_mutex_unlock(&sb->park_lock);
@@ -183,6 +186,7 @@ static struct sbx *alloc_handle(void)
     if (!sb)
         return NULL;
     sb->kvm_fd = sb->vm_fd = sb->io_stop_fd = sb->ctl_fd = -1;
+    sb->iso_pidfd = sb->iso_ctl = sb->iso_console = -1;
     sb->intr_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     sb->dead_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     sb->life_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -314,6 +318,14 @@ static int copy_options(struct sbx *sb, const sbx_options *o, bool boot)
         return sbx_seterr(sb, SBX_EINVAL, "options.memory_mib is %u; it must be %d..%d",
                           o->memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB);
     sb->boot_timeout_ms = o->boot_timeout_ms ? o->boot_timeout_ms : DEFAULT_BOOT_MS;
+    sb->seccomp = !(o->version >= 4 && o->no_seccomp);
+    sb->isolated = o->version >= 4 && o->isolated;
+    if (sb->isolated && !sb->seccomp)
+        return sbx_seterr(sb, SBX_EINVAL,
+                          "options.isolated needs the seccomp filters: leave "
+                          "options.no_seccomp 0");
+    if (o->version >= 4 && o->cgroup && !sb->isolated)
+        return sbx_seterr(sb, SBX_EINVAL, "options.cgroup is for the isolated mode only");
     if (o->console_fd < 0)
         return sbx_seterr(sb, SBX_EINVAL, "options.console_fd is %d; use 0 for none",
                           o->console_fd);
@@ -372,6 +384,8 @@ void sbx_explain_guest(struct sbx *sb)
 
 int sbx_agent_dial(struct sbx *sb, int *fd)
 {
+    if (sb->isolated)
+        return iso_dial(sb, SBX_ENVD_PORT, fd);
     if (!sb->local_sock)
         return vm_vsock_connect(sb, SBX_ENVD_PORT, fd);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -477,8 +491,12 @@ static int set_root_layers(struct sbx *sb, const struct root_layers *rl)
     return 0;
 }
 
+static int running(struct sbx *sb, uint64_t t0);
+static int create_isolated(struct sbx *sb, const sbx_options *opts, enum origin how,
+                           const struct root_layers *rl, uint64_t t0, int r);
+
 static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum origin how,
-                  const struct root_layers *rl)
+                  const struct root_layers *rl, unsigned flags)
 {
     if (!out)
         return SBX_EINVAL;
@@ -486,9 +504,12 @@ static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum 
     struct sbx *sb = *out = alloc_handle();
     if (!sb)
         return SBX_ENOMEM;
+    sb->drop_caps = flags & SBX_CREATE_DROP_CAPS;
     int r = copy_options(sb, opts, how == BOOT);
     if (r == 0 && rl)
         r = set_root_layers(sb, rl);
+    if (sb->isolated)
+        return create_isolated(sb, opts, how, rl, t0, r);
     if (r == 0 && how != BOOT) {
         r = snap_open(sb, snapdir,
                       how == RESUME ? SNAP_KEEP_SETTINGS | SNAP_KEEP_ID
@@ -524,6 +545,12 @@ static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum 
     snprintf(sb->info.id, sizeof(sb->info.id), "%s", sb->id);
     sb->info.vcpus = sb->vcpus;
     sb->info.memory_mib = sb->memory_mib;
+    return running(sb, t0);
+}
+
+/* A created sandbox becomes visible. */
+static int running(struct sbx *sb, uint64_t t0)
+{
     sb->info.boot_ns = now_ns() - t0;
     sb->running_mono_ns = now_ns();
     atomic_store(&sb->state, SBX_STATE_RUNNING);
@@ -532,11 +559,36 @@ static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum 
     return 0;
 }
 
+/* The isolated mode: the child process makes the sandbox (lib/isolate/). */
+static int create_isolated(struct sbx *sb, const sbx_options *opts, enum origin how,
+                           const struct root_layers *rl, uint64_t t0, int r)
+{
+    if (r == 0 && (how == RESUME || how == FORK || rl))
+        r = sbx_seterr(sb, SBX_ENOTSUP,
+                       "the isolated mode cannot resume, fork or build templates (yet)");
+    if (r == 0)
+        r = iso_start(sb, opts);
+    if (r < 0) {
+        if (r == SBX_EGUEST || r == SBX_ETIMEDOUT)
+            sbx_explain_guest(sb);
+        atomic_store(&sb->state, SBX_STATE_FAILED);
+        return r;
+    }
+    return running(sb, t0);
+}
+
 int sbx_create(sbx **out, const sbx_options *opts)
 {
+    return sbx_create_flags(out, opts, 0);
+}
+
+int sbx_create_flags(sbx **out, const sbx_options *opts, unsigned flags)
+{
     const char *tpl = opts && opts->version >= 3 ? opts->template_name : NULL;
-    if (!tpl)
-        return create(out, opts, NULL, BOOT, NULL);
+    /* The isolated mode's child resolves the template itself. */
+    bool isolated = opts && opts->version >= 4 && opts->isolated;
+    if (!tpl || isolated)
+        return create(out, opts, NULL, tpl ? FROM_TEMPLATE : BOOT, NULL, flags);
     char *dir = NULL;
     char err[SBX_ERRMSG_MAX];
     int r = template_snapshot_dir(tpl, opts->template_dir, &dir, err, sizeof(err));
@@ -549,7 +601,7 @@ int sbx_create(sbx **out, const sbx_options *opts)
         }
         return r;
     }
-    r = create(out, opts, dir, FROM_TEMPLATE, NULL);
+    r = create(out, opts, dir, FROM_TEMPLATE, NULL, flags);
     free(dir);
     return r;
 }
@@ -558,14 +610,14 @@ int sbx_create_layered(sbx **out, const sbx_options *opts, char *const *layers, 
                        uint64_t size, const char *cwd)
 {
     struct root_layers rl = {layers, n, size, cwd};
-    return create(out, opts, NULL, BOOT, &rl);
+    return create(out, opts, NULL, BOOT, &rl, 0);
 }
 
 int sbx_resume(sbx **out, const char *path, const sbx_options *opts)
 {
     if (!out || !path)
         return SBX_EINVAL;
-    int r = create(out, opts, path, RESUME, NULL);
+    int r = create(out, opts, path, RESUME, NULL, 0);
     /* The files stay open and mapped: the directory is no longer needed, and a second resume
        of the same pause would make a second sandbox with the same id. */
     if (r == 0)
@@ -575,6 +627,8 @@ int sbx_resume(sbx **out, const char *path, const sbx_options *opts)
 
 static int check_running(struct sbx *sb, const char *call)
 {
+    if (sb->isolated)
+        return sbx_seterr(sb, SBX_ENOTSUP, "%s: not available in the isolated mode (yet)", call);
     int st = atomic_load(&sb->state);
     if (st != SBX_STATE_RUNNING)
         return sbx_seterr(sb, st == SBX_STATE_FAILED ? SBX_EDEAD : SBX_ESTATE,
@@ -647,7 +701,7 @@ int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out)
         dir = NULL;
     r = dir ? snap_capture(sb, dir, false) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     for (unsigned i = 0; r == 0 && i < n; i++) {
-        r = create(&out[i], opts, dir, FORK, NULL);
+        r = create(&out[i], opts, dir, FORK, NULL, 0);
         if (r < 0) {
             sbx_seterr(sb, r, "sbx_fork: copy %u: %s", i, sbx_errmsg(out[i]));
             for (unsigned j = 0; j <= i; j++) {
@@ -698,6 +752,8 @@ void sbx_destroy(sbx *sb)
     if (sb->info.id[0])
         registry_remove(sb);
     expose_destroy(sb); /* before the VM: its thread dials envd through the vsock device */
+    if (sb->isolated)
+        iso_stop(sb);
     vm_teardown_async(sb);
     agent_pool_free(sb);
     if (sb->ctl_fd >= 0)

@@ -145,6 +145,15 @@ static void copy_tail(const struct serial *s, char *dst, size_t n)
         dst[i] = s->ring[(start + i) % SERIAL_RING_SIZE];
 }
 
+void serial_feed(struct serial *s, const char *buf, size_t n)
+{
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n; i++)
+        s->ring[(s->written + i) % SERIAL_RING_SIZE] = buf[i];
+    s->written += n;
+    pthread_mutex_unlock(&s->lock);
+}
+
 size_t serial_tail(struct serial *s, char *buf, size_t cap)
 {
     if (cap == 0)

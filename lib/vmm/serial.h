@@ -31,6 +31,10 @@ void serial_destroy(struct serial *s);
 /* bus_fn for ports SERIAL_PORT .. SERIAL_PORT + 7. */
 void serial_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
 
+/* Appends console output that another process's UART produced (the isolated mode) to the
+   ring; the sink is not written. */
+void serial_feed(struct serial *s, const char *buf, size_t n);
+
 /* Copies the last bytes of output (at most cap - 1) NUL-terminated; returns the count. */
 size_t serial_tail(struct serial *s, char *buf, size_t cap);
 

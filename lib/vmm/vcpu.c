@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <linux/kvm.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -12,6 +13,7 @@
 
 #include "internal.h"
 #include "snap/snap.h"
+#include "vmm/seccomp.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/x86/cpu.h"
@@ -163,6 +165,19 @@ static void *vcpu_thread(void *arg)
     struct vcpu *v = arg;
     struct sbx *sb = v->sb;
     struct kvm_run *run = v->run;
+    char name[16];
+    snprintf(name, sizeof(name), "sbx-vcpu%u", v->id);
+    pthread_setname_np(pthread_self(), name); /* /proc/PID/task/TID/comm */
+    if (v->filter) {
+        struct thread_filter *f = v->filter;
+        v->filter = NULL;
+        int r = thread_filter_enter(f);
+        if (r < 0) {
+            sbx_stop(sb, SBX_STATE_FAILED, "vCPU %u: cannot install its seccomp filter: %s", v->id,
+                     strerror(-r));
+            return NULL;
+        }
+    }
     while (!atomic_load(&sb->stopping)) {
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
@@ -222,8 +237,9 @@ static void *vcpu_thread(void *arg)
     return NULL;
 }
 
-int vcpu_start(struct vcpu *v)
+int vcpu_start(struct vcpu *v, struct thread_filter *filter)
 {
+    v->filter = filter;
     /* The kick signal stays blocked in user space and is unblocked only inside KVM_RUN
        (api.rst 4.38 KVM_SET_SIGNAL_MASK): a kick that lands between two KVM_RUNs stays
        pending and makes the next one return EINTR at once, so no kick is ever lost. */
@@ -236,14 +252,21 @@ int vcpu_start(struct vcpu *v)
     } km;
     km.hdr.len = 8;
     memcpy(km.set, &run_mask, 8);
-    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &km) < 0)
-        return -errno;
+    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &km) < 0) {
+        int e = errno;
+        thread_filter_free(filter);
+        v->filter = NULL;
+        return -e;
+    }
     sigset_t old;
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits "everything blocked" */
     int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (r)
+    if (r) {
+        thread_filter_free(filter);
+        v->filter = NULL;
         return -r;
+    }
     v->started = true;
     return 0;
 }

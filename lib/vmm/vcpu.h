@@ -9,6 +9,7 @@
 struct sbx;
 struct kvm_run;
 struct kvm_cpuid2;
+struct thread_filter;
 
 struct vcpu {
     struct sbx *sb;
@@ -17,6 +18,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool started;
+    struct thread_filter *filter; /* entered by the thread first, or NULL */
 };
 
 /* The real-time signal that kicks a vCPU thread out of KVM_RUN (documented in sandbox.h). */
@@ -31,8 +33,9 @@ int vcpu_signal_setup(void);
 int vcpu_create(struct vcpu *v, struct sbx *sb, unsigned id, const struct kvm_cpuid2 *cpuid,
                 uint64_t entry, uint64_t zero_page);
 
-/* Starts the vCPU thread. Returns 0 or -errno. */
-int vcpu_start(struct vcpu *v);
+/* Starts the vCPU thread, which first enters `filter` (NULL: none; owned by the call, freed on
+   failure). Returns 0 or -errno. */
+int vcpu_start(struct vcpu *v, struct thread_filter *filter);
 
 /* Makes the vCPU leave KVM_RUN soon (any thread). */
 void vcpu_kick(struct vcpu *v);

@@ -21,6 +21,7 @@
 #include "snap/snap.h"
 #include "virtio/virtio.h"
 #include "vmm/boot.h"
+#include "vmm/seccomp.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 #include "vmm/x86/cpu.h"
@@ -522,19 +523,49 @@ static void destroy_vcpus(struct sbx *sb)
 static void *io_thread(void *arg)
 {
     struct sbx *sb = arg;
+    pthread_setname_np(pthread_self(), "sbx-device");
+    if (sb->io_filter) {
+        struct thread_filter *f = sb->io_filter;
+        sb->io_filter = NULL;
+        int r = thread_filter_enter(f);
+        if (r < 0) {
+            sbx_stop(sb, SBX_STATE_FAILED,
+                     "the device thread cannot install its seccomp filter: %s", strerror(-r));
+            return NULL;
+        }
+    }
     event_base_loop(sb->evbase, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }
 
+/* The seccomp filter a new thread of this role enters first, or NULL if the sandbox has none;
+   false with the handle's message set if it cannot be built. */
+static bool role_filter(struct sbx *sb, enum thread_role role, struct thread_filter **out)
+{
+    char err[256];
+    *out = NULL;
+    if (!sb->seccomp)
+        return true;
+    if ((*out = thread_filter_new(role, sb->drop_caps, err, sizeof(err))))
+        return true;
+    sbx_seterr(sb, SBX_EIO, "%s", err);
+    return false;
+}
+
 static int start_io(struct sbx *sb)
 {
+    if (!role_filter(sb, THREAD_DEVICE, &sb->io_filter))
+        return SBX_EIO;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the device thread takes no signals */
     int r = pthread_create(&sb->io_thread, NULL, io_thread, sb);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (r)
+    if (r) {
+        thread_filter_free(sb->io_filter);
+        sb->io_filter = NULL;
         return sbx_seterr(sb, SBX_ENOMEM, "cannot start the device thread: %s", strerror(r));
+    }
     sb->io_running = true;
     return 0;
 }
@@ -566,9 +597,13 @@ static int start_vcpus(struct sbx *sb)
     if (r < 0)
         return sbx_seterr(sb, SBX_EIO, "cannot install the vCPU kick signal handler: %s",
                           strerror(-r));
-    for (unsigned i = 0; i < sb->vcpus; i++)
-        if ((r = vcpu_start(&sb->vcpu[i])) < 0)
+    for (unsigned i = 0; i < sb->vcpus; i++) {
+        struct thread_filter *f;
+        if (!role_filter(sb, THREAD_VCPU, &f))
+            return SBX_EIO;
+        if ((r = vcpu_start(&sb->vcpu[i], f)) < 0)
             return sbx_seterr(sb, SBX_EKVM, "cannot start vCPU %u: %s", i, strerror(-r));
+    }
     return 0;
 }
 

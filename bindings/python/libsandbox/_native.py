@@ -66,7 +66,7 @@ SBX_NO_TIMEOUT = 0xFFFFFFFF
 SBX_STDOUT = 1
 SBX_STDERR = 2
 
-SBX_OPTIONS_VERSION = 3
+SBX_OPTIONS_VERSION = 4
 SBX_EXEC_OPTIONS_VERSION = 1
 SBX_FILE_OPTIONS_VERSION = 1
 SBX_TEMPLATE_OPTIONS_VERSION = 1
@@ -148,6 +148,10 @@ class sbx_options(Structure):
         # version 3
         ("template_name", c_char_p),
         ("template_dir", c_char_p),
+        # version 4
+        ("no_seccomp", c_int),
+        ("isolated", c_int),
+        ("cgroup", c_char_p),
     ]
 
 

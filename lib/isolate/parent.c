@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The isolated mode, parent side (lib/isolate/isolate.h): starts sbx-vmm in new namespaces,
+ * hands it the options, waits for its sandbox, then proxies dials to it. A monitor thread per
+ * sandbox reads the child's events and its console pipe (feeding the handle's console ring and
+ * the caller's sink) and reaps it. Everything the child says is checked: it runs the VMM a
+ * hostile guest talks to, so it may be compromised.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "isolate.pb-c.h"
+#include "isolate/isolate.h"
+#include "util/wait.h"
+#include "vmm/serial.h"
+
+#ifndef SBX_VMM_DEFAULT_PATH
+#define SBX_VMM_DEFAULT_PATH "/usr/local/libexec/sbx-vmm"
+#endif
+#define DIAL_MS      10000 /* the child answers a dial at once; this is for a stuck child */
+#define EXIT_WAIT_MS 5000  /* after the control socket closes, before SIGKILL */
+
+extern char **environ;
+
+/* ---- options ------------------------------------------------------------------------ */
+
+/* A NULL-terminated list as a repeated field (pointing into the caller's list). */
+static char **repeated(const char *const *l, size_t *n)
+{
+    *n = 0;
+    if (!l)
+        return NULL;
+    while (l[*n])
+        (*n)++;
+    return (char **)l;
+}
+
+/* The options as one packed message in a sealed memfd; -1 on failure. */
+static int pack_options(const sbx_options *o)
+{
+    static const sbx_options defaults = SBX_OPTIONS_INIT;
+    if (!o)
+        o = &defaults;
+    Sbx__Isolate__Options m = SBX__ISOLATE__OPTIONS__INIT;
+    Sbx__Isolate__Disk disks[SBX_MAX_DISKS], *dp[SBX_MAX_DISKS];
+    m.kernel = (char *)o->kernel;
+    m.rootfs = (char *)o->rootfs;
+    m.has_vcpus = m.has_memory_mib = m.has_boot_timeout_ms = true;
+    m.vcpus = o->vcpus;
+    m.memory_mib = o->memory_mib;
+    m.boot_timeout_ms = o->boot_timeout_ms;
+    m.cmdline_extra = (char *)o->cmdline_extra;
+    for (unsigned i = 0; i < o->ndisks && i < SBX_MAX_DISKS; i++) {
+        sbx__isolate__disk__init(&disks[i]);
+        disks[i].path = (char *)o->disks[i].path;
+        disks[i].has_read_only = disks[i].has_ephemeral = true;
+        disks[i].read_only = o->disks[i].read_only != 0;
+        disks[i].ephemeral = o->disks[i].ephemeral != 0;
+        disks[i].serial = (char *)o->disks[i].serial;
+        dp[i] = &disks[i];
+    }
+    m.n_disks = o->ndisks;
+    m.disks = dp;
+    m.image_dir = (char *)o->image_dir;
+    m.envs = repeated(o->envs, &m.n_envs);
+    m.has_envs_given = m.envs_given = o->envs != NULL;
+    m.default_user = (char *)o->default_user;
+    m.metadata = repeated(o->metadata, &m.n_metadata);
+    m.has_metadata_given = m.metadata_given = o->metadata != NULL;
+    m.has_lifetime_ms = true;
+    m.lifetime_ms = o->lifetime_ms;
+    if (o->version >= 2) {
+        m.has_network = m.has_block_internet = m.has_host_loopback = true;
+        m.network = o->network;
+        m.block_internet = o->net_policy.block_internet != 0;
+        m.allow_out = repeated(o->net_policy.allow_out, &m.n_allow_out);
+        m.has_allow_out_given = m.allow_out_given = o->net_policy.allow_out != NULL;
+        m.deny_out = repeated(o->net_policy.deny_out, &m.n_deny_out);
+        m.has_deny_out_given = m.deny_out_given = o->net_policy.deny_out != NULL;
+        m.hosts = repeated(o->hosts, &m.n_hosts);
+        m.has_hosts_given = m.hosts_given = o->hosts != NULL;
+        m.host_loopback = o->host_loopback != 0;
+        m.tap_name = (char *)o->tap_name;
+        m.tap_address = (char *)o->tap_address;
+        m.tap_gateway = (char *)o->tap_gateway;
+        m.tap_dns = (char *)o->tap_dns;
+    }
+    if (o->version >= 3) {
+        m.template_name = (char *)o->template_name;
+        m.template_dir = (char *)o->template_dir;
+    }
+    m.has_no_seccomp = true;
+    m.no_seccomp = o->version >= 4 && o->no_seccomp;
+
+    size_t len = sbx__isolate__options__get_packed_size(&m);
+    uint8_t *buf = malloc(len ? len : 1);
+    int fd = buf ? memfd_create("sbx-vmm-options", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
+    if (fd >= 0) {
+        sbx__isolate__options__pack(&m, buf);
+        if (write(fd, buf, len) != (ssize_t)len ||
+            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    free(buf);
+    return fd;
+}
+
+/* ---- the child ---------------------------------------------------------------------- */
+
+/* In the new child, before exec: only async-signal-safe calls. */
+static void child_exec(const char *path, int opts_fd, int ctl_fd, int con_fd, int cg_fd)
+{
+    int a = fcntl(opts_fd, F_DUPFD, 10), b = fcntl(ctl_fd, F_DUPFD, 10),
+        c = fcntl(con_fd, F_DUPFD, 10);
+    if (a < 0 || b < 0 || c < 0 || dup2(a, ISO_FD_OPTIONS) < 0 || dup2(b, ISO_FD_CTL) < 0 ||
+        dup2(c, ISO_FD_CONSOLE) < 0)
+        _exit(126);
+    if (cg_fd >= 0 && write(cg_fd, "0", 1) != 1) /* joins the cgroup: "0" is the writer */
+        _exit(125);
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+        _exit(126); /* the application's stdio is not the child's */
+    syscall(SYS_close_range, ISO_FD_CONSOLE + 1, ~0U, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    char *argv[] = {"sbx-vmm", NULL};
+    execve(path, argv, environ);
+    _exit(127);
+}
+
+static void describe_exit(int status, char *buf, size_t cap)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, cap, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* Reads console output the child wrote; false at its end. */
+static bool drain_console(struct sbx *sb)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(sb->iso_console, buf, sizeof(buf));
+        if (n > 0) {
+            serial_feed(&sb->serial, buf, (size_t)n);
+            if (sb->console_fd > 0)
+                (void)!write(sb->console_fd, buf, (size_t)n);
+            continue;
+        }
+        return n < 0 && (errno == EAGAIN || errno == EINTR);
+    }
+}
+
+/* One event from the child, checked; false if there is none (end or garbage). */
+static bool read_event(struct sbx *sb, struct iso_event *ev)
+{
+    ssize_t n = recv(sb->iso_ctl, ev, sizeof(*ev), MSG_DONTWAIT);
+    if (n != (ssize_t)sizeof(*ev))
+        return false;
+    ev->msg[sizeof(ev->msg) - 1] = 0;
+    ev->info.id[sizeof(ev->info.id) - 1] = 0;
+    ev->info.kernel_release[sizeof(ev->info.kernel_release) - 1] = 0;
+    ev->info.envd_version[sizeof(ev->info.envd_version) - 1] = 0;
+    ev->info.os_name[sizeof(ev->info.os_name) - 1] = 0;
+    return true;
+}
+
+static void *monitor(void *arg)
+{
+    struct sbx *sb = arg;
+    bool console_open = true;
+    for (;;) {
+        struct pollfd p[2] = {{sb->iso_ctl, POLLIN, 0}, {sb->iso_console, POLLIN, 0}};
+        if (poll(p, console_open ? 2 : 1, -1) < 0 && errno != EINTR)
+            break;
+        if (console_open && p[1].revents)
+            console_open = drain_console(sb);
+        if (p[0].revents & POLLIN) {
+            struct iso_event ev;
+            if (!read_event(sb, &ev))
+                break;
+            if (ev.type == ISO_STOPPED)
+                sbx_stop(sb, ev.state == SBX_STATE_STOPPED ? SBX_STATE_STOPPED : SBX_STATE_FAILED,
+                         "%s", ev.msg);
+        } else if (p[0].revents & (POLLHUP | POLLERR)) {
+            break;
+        }
+    }
+    if (console_open)
+        drain_console(sb);
+    int status = 0;
+    while (waitpid(sb->iso_pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    char how[128];
+    describe_exit(status, how, sizeof(how));
+    if (!atomic_load(&sb->iso_stopping))
+        sbx_stop(sb, SBX_STATE_FAILED, "the isolated VMM process (pid %d) %s", (int)sb->iso_pid,
+                 how);
+    return NULL;
+}
+
+/* Waits for the child's first event: ready or failed. */
+static int await_ready(struct sbx *sb, uint64_t deadline_ns)
+{
+    for (;;) {
+        int64_t left = (int64_t)(deadline_ns - now_ns()) / 1000000;
+        if (left <= 0)
+            return sbx_seterr(sb, SBX_ETIMEDOUT,
+                              "isolated mode: the VMM process did not start "
+                              "the sandbox in time");
+        struct pollfd p[3] = {
+            {sb->iso_ctl, POLLIN, 0}, {sb->iso_console, POLLIN, 0}, {sb->intr_fd, POLLIN, 0}};
+        if (poll(p, 3, (int)(left > 1000 ? 1000 : left)) < 0 && errno != EINTR)
+            return sbx_seterr(sb, SBX_EIO, "poll: %s", strerror(errno));
+        if (p[1].revents)
+            drain_console(sb);
+        if (p[2].revents)
+            return sbx_seterr(sb, SBX_EINTR, "sbx_create interrupted");
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        struct iso_event ev;
+        if (!read_event(sb, &ev)) {
+            int status = 0;
+            char how[128];
+            kill(sb->iso_pid, SIGKILL);
+            waitpid(sb->iso_pid, &status, 0);
+            sb->iso_pid = 0;
+            describe_exit(status, how, sizeof(how));
+            return sbx_seterr(sb, SBX_EIO,
+                              "isolated mode: the VMM process %s before the sandbox "
+                              "ran",
+                              how);
+        }
+        if (ev.type == ISO_READY) {
+            size_t idlen = strlen(ev.info.id);
+            if (idlen == 0 || strspn(ev.info.id, "abcdefghijklmnopqrstuvwxyz0123456789") != idlen)
+                return sbx_seterr(sb, SBX_EPROTO, "isolated mode: the VMM process sent a bad id");
+            sb->info = ev.info;
+            sb->features = ev.features;
+            snprintf(sb->id, sizeof(sb->id), "%s", ev.info.id);
+            return 0;
+        }
+        bool known = ev.type == ISO_FAILED && ev.code < 0 && ev.code >= SBX_EAGAIN;
+        return sbx_seterr(sb, known ? ev.code : SBX_EPROTO, "%s", ev.msg);
+    }
+}
+
+int iso_start(struct sbx *sb, const sbx_options *o)
+{
+    const char *path = getenv("SBX_VMM_PATH");
+    if (!path || !*path)
+        path = SBX_VMM_DEFAULT_PATH;
+    if (access(path, X_OK) < 0)
+        return sbx_seterr(sb, SBX_ENOTSUP,
+                          "isolated mode: the VMM program %s: %s (SBX_VMM_PATH names another)",
+                          path, strerror(errno));
+    int cg_fd = -1;
+    if (o->cgroup) {
+        char procs[4096];
+        snprintf(procs, sizeof(procs), "%s/cgroup.procs", o->cgroup);
+        if ((cg_fd = open(procs, O_WRONLY | O_CLOEXEC)) < 0)
+            return sbx_seterr(sb, SBX_EINVAL, "options.cgroup: %s: %s", procs, strerror(errno));
+    }
+    int opts_fd = pack_options(o), sv[2] = {-1, -1}, cp[2] = {-1, -1};
+    int r = 0;
+    if (opts_fd < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
+        pipe2(cp, O_CLOEXEC | O_NONBLOCK) < 0)
+        r = sbx_seterr(sb, SBX_EIO, "isolated mode: %s", strerror(errno));
+    unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+    if (sb->network == SBX_NET_NONE)
+        flags |= CLONE_NEWNET;
+    pid_t pid = -1;
+    if (r == 0) {
+        pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+        if (pid == 0)
+            child_exec(path, opts_fd, sv[1], cp[1], cg_fd);
+        if (pid < 0)
+            r = sbx_seterr(sb, errno == EPERM ? SBX_ENOTSUP : SBX_EIO,
+                           "isolated mode: cannot start the VMM process in new namespaces: %s%s",
+                           strerror(errno), errno == EPERM ? " (it needs CAP_SYS_ADMIN)" : "");
+    }
+    if (opts_fd >= 0)
+        close(opts_fd);
+    if (cg_fd >= 0)
+        close(cg_fd);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (cp[1] >= 0)
+        close(cp[1]);
+    sb->iso_ctl = sv[0];
+    sb->iso_console = cp[0];
+    if (r < 0)
+        return r;
+    sb->iso_pid = pid;
+    sb->iso_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    r = await_ready(sb, now_ns() + (uint64_t)(sb->boot_timeout_ms + EXIT_WAIT_MS) * 1000000ull);
+    if (r < 0)
+        return r;
+    if ((r = pthread_create(&sb->iso_monitor, NULL, monitor, sb)) != 0)
+        return sbx_seterr(sb, SBX_ENOMEM, "isolated mode: cannot start the monitor thread: %s",
+                          strerror(r));
+    sb->iso_monitor_running = true;
+    return 0;
+}
+
+int iso_dial(struct sbx *sb, unsigned port, int *fd)
+{
+    *fd = -1;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return SBX_EIO;
+    struct iso_request rq = {ISO_DIAL, port};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof(cbuf));
+    struct iovec iov = {&rq, sizeof(rq)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
+    ssize_t sent = sendmsg(sb->iso_ctl, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(sv[1]);
+    int r = SBX_EDEAD;
+    if (sent == (ssize_t)sizeof(rq)) {
+        struct pollfd p = {sv[0], POLLIN, 0};
+        struct iso_reply rep;
+        char rbuf[CMSG_SPACE(sizeof(int) * 4)];
+        struct iovec riov = {&rep, sizeof(rep)};
+        struct msghdr rh = {
+            .msg_iov = &riov, .msg_iovlen = 1, .msg_control = rbuf, .msg_controllen = sizeof(rbuf)};
+        ssize_t n = poll(&p, 1, DIAL_MS) == 1 ? recvmsg(sv[0], &rh, MSG_CMSG_CLOEXEC) : -1;
+        int got = -1;
+        for (struct cmsghdr *k = n > 0 ? CMSG_FIRSTHDR(&rh) : NULL; k; k = CMSG_NXTHDR(&rh, k)) {
+            if (k->cmsg_level != SOL_SOCKET || k->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t nfd = (k->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < nfd; i++) {
+                int f;
+                memcpy(&f, CMSG_DATA(k) + i * sizeof(int), sizeof(int));
+                if (got < 0)
+                    got = f;
+                else
+                    close(f); /* one socket per reply; extras from a broken child go */
+            }
+        }
+        struct stat st;
+        if (n == (ssize_t)sizeof(rep) && rep.rc == 0 && got >= 0 && fstat(got, &st) == 0 &&
+            S_ISSOCK(st.st_mode) && fcntl(got, F_SETFL, O_NONBLOCK) == 0) {
+            *fd = got;
+            got = -1;
+            r = 0;
+        } else if (n == (ssize_t)sizeof(rep) && rep.rc < 0 && rep.rc >= SBX_EAGAIN) {
+            r = rep.rc;
+        } else if (n >= 0) {
+            r = SBX_EPROTO; /* a reply that makes no sense */
+        }
+        if (got >= 0)
+            close(got);
+    }
+    close(sv[0]);
+    return r;
+}
+
+void iso_stop(struct sbx *sb)
+{
+    atomic_store(&sb->iso_stopping, true);
+    if (sb->iso_ctl >= 0)
+        shutdown(sb->iso_ctl, SHUT_RDWR); /* the child's end of service: it exits */
+    if (sb->iso_monitor_running) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += EXIT_WAIT_MS / 1000;
+        if (pthread_timedjoin_np(sb->iso_monitor, NULL, &ts) != 0) {
+            syscall(SYS_pidfd_send_signal, sb->iso_pidfd, SIGKILL, NULL, 0);
+            pthread_join(sb->iso_monitor, NULL);
+        }
+        sb->iso_monitor_running = false;
+    } else if (sb->iso_pid > 0) {
+        kill(sb->iso_pid, SIGKILL);
+        waitpid(sb->iso_pid, NULL, 0);
+    }
+    sb->iso_pid = 0;
+    if (sb->iso_pidfd >= 0)
+        close(sb->iso_pidfd);
+    if (sb->iso_ctl >= 0)
+        close(sb->iso_ctl);
+    if (sb->iso_console >= 0)
+        close(sb->iso_console);
+    sb->iso_pidfd = sb->iso_ctl = sb->iso_console = -1;
+}
+
+void iso_kill(struct sbx *sb)
+{
+    if (sb->iso_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, sb->iso_pidfd, SIGKILL, NULL, 0);
+}

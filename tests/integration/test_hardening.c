@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Defence in depth with real guests (docs/SECURITY.md): the seccomp filters of a sandbox's own
+   threads are in place while the guest works, and the option that turns them off does; the
+   isolated mode runs the VMM in a jailed child process behind the same API. */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+/* Counts this process's threads whose name starts with `prefix`, and how many of them run
+   under a seccomp filter ("Seccomp: 2" in their status). */
+static void count_threads(const char *prefix, unsigned *all, unsigned *filtered)
+{
+    *all = *filtered = 0;
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], line[256];
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        bool match = fgets(line, sizeof(line), f) && strncmp(line, prefix, strlen(prefix)) == 0;
+        fclose(f);
+        if (!match)
+            continue;
+        (*all)++;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+        if (!(f = fopen(path, "re")))
+            continue;
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, "Seccomp:", 8) == 0 && atoi(line + 8) == 2)
+                (*filtered)++;
+        fclose(f);
+    }
+    closedir(d);
+}
+
+/* With the default options every vCPU thread and the device thread are filtered, and the guest
+   still boots, runs processes, moves files and reaches the network through them. */
+SBX_TEST(seccomp_filters_sandbox_threads)
+{
+    sbx_options o = itest_options(NULL);
+    o.vcpus = 2;
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    unsigned all, filtered;
+    count_threads("sbx-vcpu", &all, &filtered);
+    CHECK(all == 2 && filtered == 2);
+    count_threads("sbx-device", &all, &filtered);
+    CHECK(all == 1 && filtered == 1);
+    /* The calling thread is not filtered. */
+    FILE *f = fopen("/proc/self/status", "re");
+    CHECK(f != NULL);
+    char line[256];
+    int mine = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "Seccomp:", 8) == 0)
+            mine = atoi(line + 8);
+    fclose(f);
+    CHECK(mine == 0);
+
+    itest_expect(sb, NULL, "echo hi; nproc", "hi\n2\n");
+    static const char data[] = "through the device thread";
+    CHECK_OK(sb, sbx_write_file(sb, "/tmp/f", data, sizeof(data) - 1, 0644));
+    itest_expect(sb, NULL, "cat /tmp/f", data);
+    /* The disk: written and flushed. */
+    itest_expect(sb, NULL,
+                 "dd if=/dev/urandom of=/home/user/big bs=1M count=8 conv=fsync status=none && "
+                 "wc -c < /home/user/big",
+                 "8388608\n");
+    sbx_destroy(sb);
+}
+
+/* no_seccomp leaves the threads unfiltered (for tools such as valgrind). */
+SBX_TEST(no_seccomp_option)
+{
+    sbx_options o = itest_options(NULL);
+    o.no_seccomp = 1;
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    unsigned all, filtered;
+    count_threads("sbx-vcpu", &all, &filtered);
+    CHECK(all == 1 && filtered == 0);
+    count_threads("sbx-device", &all, &filtered);
+    CHECK(all == 1 && filtered == 0);
+    itest_expect(sb, NULL, "echo hi", "hi\n");
+    sbx_destroy(sb);
+}
+
+/* The child process running the VMM of an isolated sandbox: this process's child named
+   sbx-vmm (there is one at a time in these tests). */
+static pid_t vmm_child(void)
+{
+    DIR *d = opendir("/proc");
+    CHECK(d != NULL);
+    struct dirent *e;
+    pid_t found = 0;
+    while (!found && (e = readdir(d))) {
+        char path[300], line[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        int pid = 0, ppid = 0;
+        char comm[64] = "";
+        if (fgets(line, sizeof(line), f) &&
+            sscanf(line, "%d (%63[^)]) %*c %d", &pid, comm, &ppid) == 3 && ppid == getpid() &&
+            strcmp(comm, "sbx-vmm") == 0)
+            found = pid;
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+static bool same_ns(pid_t pid, const char *ns)
+{
+    char a[300], b[300], la[128] = "", lb[128] = "";
+    snprintf(a, sizeof(a), "/proc/%d/ns/%s", (int)pid, ns);
+    snprintf(b, sizeof(b), "/proc/self/ns/%s", ns);
+    CHECK(readlink(a, la, sizeof(la) - 1) > 0 && readlink(b, lb, sizeof(lb) - 1) > 0);
+    return strcmp(la, lb) == 0;
+}
+
+/* A status field of every thread of `pid` must be `want` (e.g. "Seccomp:" "2"). */
+static void every_thread(pid_t pid, const char *field, const char *want)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    struct dirent *e;
+    unsigned n = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], line[256];
+        snprintf(path, sizeof(path), "/proc/%d/task/%.20s/status", (int)pid, e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, field, strlen(field)) == 0) {
+                const char *v = line + strlen(field);
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                if (strncmp(v, want, strlen(want)) != 0)
+                    itest_fail(__FILE__, __LINE__, "thread %s of pid %d: %s %s", e->d_name,
+                               (int)pid, field, v);
+            }
+        fclose(f);
+        n++;
+    }
+    closedir(d);
+    CHECK(n >= 3); /* the server thread, a vCPU, the device thread */
+}
+
+static sbx_options isolated_options(void)
+{
+    sbx_options o = itest_options(NULL);
+    o.isolated = 1;
+    if (!getenv("SBX_VMM_PATH"))
+        setenv("SBX_VMM_PATH", SBX_BINARY_DIR "/sbx-vmm", 1);
+    return o;
+}
+
+/* The isolated mode: the VMM is a jailed child, and the sandbox works as any other. */
+SBX_TEST(isolated_mode)
+{
+    /* The creation cost against an ordinary sandbox, for docs/PERFORMANCE.md. */
+    sbx_options plain = itest_options(NULL);
+    sbx *p = NULL;
+    double t0 = itest_ms();
+    CHECK_OK(p, sbx_create(&p, &plain));
+    double plain_ms = itest_ms() - t0;
+    sbx_destroy(p);
+
+    sbx_options o = isolated_options();
+    static const char *const hosts[] = {"sbx-test.example=10.9.8.7", NULL};
+    o.hosts = hosts; /* answered by the child's device thread */
+    sbx *sb = NULL;
+    t0 = itest_ms();
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    printf("sbx_create: %.0f ms isolated, %.0f ms in-process\n", itest_ms() - t0, plain_ms);
+
+    /* Not in this process: no vCPU thread here, a child named sbx-vmm instead. */
+    unsigned all, filtered;
+    count_threads("sbx-vcpu", &all, &filtered);
+    CHECK(all == 0);
+    pid_t child = vmm_child();
+    CHECK(child > 0);
+    CHECK(!same_ns(child, "mnt") && !same_ns(child, "pid") && !same_ns(child, "ipc") &&
+          !same_ns(child, "uts"));
+    CHECK(same_ns(child, "net")); /* the NAT's sockets reach out from the host's network */
+    every_thread(child, "Seccomp:", "2");
+    every_thread(child, "CapEff:", "0000000000000000");
+    every_thread(child, "CapBnd:", "0000000000000000");
+    every_thread(child, "NoNewPrivs:", "1");
+    /* Its root is an empty directory but for the DNS settings. */
+    char root[64];
+    snprintf(root, sizeof(root), "/proc/%d/root", (int)child);
+    DIR *d = opendir(root);
+    CHECK(d != NULL);
+    struct dirent *e;
+    unsigned entries = 0;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            CHECK(strcmp(e->d_name, "etc") == 0);
+            entries++;
+        }
+    closedir(d);
+    CHECK(entries <= 1);
+
+    /* The same API. */
+    sbx_info info;
+    CHECK_OK(sb, sbx_get_info(sb, &info));
+    CHECK(info.vcpus == 1 && info.id[0] != 0 && info.kernel_release[0] != 0);
+    itest_expect(sb, NULL, "echo hi; id -un", "hi\nuser\n");
+    static const char data[] = "through the child's vsock device";
+    CHECK_OK(sb, sbx_write_file(sb, "/tmp/f", data, sizeof(data) - 1, 0644));
+    void *back = NULL;
+    size_t len = 0;
+    CHECK_OK(sb, sbx_read_file(sb, "/tmp/f", &back, &len, 0));
+    CHECK(len == sizeof(data) - 1 && memcmp(back, data, len) == 0);
+    free(back);
+    itest_expect(sb, NULL, "getent hosts sbx-test.example | cut -d' ' -f1", "10.9.8.7\n");
+    char console[4096];
+    CHECK(sbx_console(sb, console, sizeof(console)) > 0); /* forwarded by the child */
+    CHECK_RC(sb, sbx_snapshot(sb, "/tmp/never"), SBX_ENOTSUP);
+
+    sbx_destroy(sb);
+    CHECK(kill(child, 0) < 0 && errno == ESRCH); /* reaped */
+}
+
+/* The VMM process dies: the sandbox fails saying so, no call hangs. */
+SBX_TEST(isolated_vmm_killed)
+{
+    sbx_options o = isolated_options();
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    pid_t child = vmm_child();
+    CHECK(child > 0);
+    CHECK(kill(child, SIGKILL) == 0);
+    double end = itest_ms() + 10000;
+    while (sbx_state(sb) == SBX_STATE_RUNNING && itest_ms() < end)
+        usleep(20 * 1000);
+    CHECK(sbx_state(sb) == SBX_STATE_FAILED);
+    sbx_exec_options eo = SBX_EXEC_OPTIONS_INIT;
+    eo.cmd = "true";
+    sbx_exec_result res;
+    CHECK_RC(sb, sbx_exec(sb, &eo, &res), SBX_EDEAD);
+    CHECK(strstr(sbx_errmsg(sb), "killed by signal 9") != NULL);
+    printf("%s\n", sbx_errmsg(sb));
+    sbx_destroy(sb);
+}
+
+/* Without network, the VMM gets its own (empty) network namespace too. */
+SBX_TEST(isolated_without_network)
+{
+    sbx_options o = isolated_options();
+    o.network = SBX_NET_NONE;
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    pid_t child = vmm_child();
+    CHECK(child > 0 && !same_ns(child, "net"));
+    itest_expect(sb, NULL, "echo ok", "ok\n");
+    sbx_destroy(sb);
+}
+
+/* options.cgroup: the VMM process joins the caller's cgroup v2 directory. */
+SBX_TEST(isolated_in_a_cgroup)
+{
+    char dir[128];
+    snprintf(dir, sizeof(dir), "/sys/fs/cgroup/sbx-test-%d", (int)getpid());
+    if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) < 0 || mkdir(dir, 0755) < 0) {
+        printf("SKIP: no writable cgroup v2 hierarchy at /sys/fs/cgroup (%s)\n", strerror(errno));
+        exit(ITEST_SKIP);
+    }
+    sbx_options o = isolated_options();
+    o.cgroup = dir;
+    sbx *sb = NULL;
+    int rc = sbx_create(&sb, &o);
+    pid_t child = rc == 0 ? vmm_child() : 0;
+    char path[64], line[512] = "";
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)child);
+    FILE *f = child > 0 ? fopen(path, "re") : NULL;
+    if (f) {
+        if (!fgets(line, sizeof(line), f))
+            line[0] = 0;
+        fclose(f);
+    }
+    sbx_destroy(sb);
+    rmdir(dir);
+    CHECK(rc == 0);
+    printf("the VMM's cgroup: %s", line);
+    CHECK(strstr(line, dir + strlen("/sys/fs/cgroup")) != NULL);
+}
+
+ITEST_MAIN(ITEST(seccomp_filters_sandbox_threads), ITEST(no_seccomp_option), ITEST(isolated_mode),
+           ITEST(isolated_vmm_killed), ITEST(isolated_without_network), ITEST(isolated_in_a_cgroup))
