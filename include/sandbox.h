@@ -202,12 +202,18 @@ typedef struct sbx_options {
        the VMM process joins before it starts, so that the caller's cpu.max, memory.max and
        pids.max there bound it. NULL: the caller's cgroup. */
     const char *cgroup;
+    /* At most this many tasks (processes and threads) at once for everything the sandbox runs
+       through the API (commands, PTYs, the code interpreter), together: a pids cgroup in the
+       guest. A fork bomb then fails to fork instead of starving the guest; envd stays outside
+       the cgroup, so calls keep working and can kill it. 0 (the default): no limit. */
+    unsigned max_processes;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
         SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,     \
-            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL  \
+            SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, \
+            0                                                                                      \
     }
 
 /*
@@ -227,8 +233,12 @@ SBX_API int sbx_create(sbx **out, const sbx_options *opts);
 
 /*
  * Stops the guest (if it still runs) and frees everything the sandbox holds: threads, file
- * descriptors, guest memory, disk overlays. NULL is accepted. Must not race with other calls
- * on the same handle, except sbx_interrupt() until sbx_destroy() begins.
+ * descriptors, guest memory, disk overlays. NULL is accepted. Calls blocked in other threads
+ * on this sandbox when it begins (an exec, a file transfer, a wait) return at once with
+ * SBX_EDEAD ("the sandbox was destroyed"), and sbx_destroy() waits until they have left
+ * before it frees the handle. No call on the handle may begin once sbx_destroy() has begun,
+ * and sub-handles (sbx_proc, sbx_file, sbx_watch) must be closed before it: one still open
+ * afterwards may be neither used nor closed (its memory is lost).
  */
 SBX_API void sbx_destroy(sbx *sb);
 

@@ -161,6 +161,7 @@ struct sbx {
     char **envs, *default_user; /* envs NULL-terminated */
     char *default_cwd;          /* a template's WORKDIR, or NULL */
     char **meta;                /* "key=value", NULL-terminated */
+    unsigned max_processes;     /* the guest workload's pids limit, 0 = none */
     size_t nmeta;
 
     /* Lifetime: a timerfd watched by the device thread; expired once it fired. */

@@ -25,6 +25,8 @@
 #include "template/template.h"
 #include "vmm/vm.h"
 
+#define DESTROY_WAIT_MS      30000   /* sbx_destroy() waits this long for calls to leave */
+#define MAX_PROCESSES        4194304 /* the guest kernel's PID_MAX_LIMIT */
 #define DEFAULT_VCPUS        1
 #define DEFAULT_MEMORY_MIB   512
 #define MIN_MEMORY_MIB       64
@@ -320,6 +322,10 @@ static int copy_options(struct sbx *sb, const sbx_options *o, bool boot)
     sb->boot_timeout_ms = o->boot_timeout_ms ? o->boot_timeout_ms : DEFAULT_BOOT_MS;
     sb->seccomp = !(o->version >= 4 && o->no_seccomp);
     sb->isolated = o->version >= 4 && o->isolated;
+    sb->max_processes = o->version >= 4 ? o->max_processes : 0;
+    if (sb->max_processes > MAX_PROCESSES)
+        return sbx_seterr(sb, SBX_EINVAL, "options.max_processes is %u; at most %d",
+                          o->max_processes, MAX_PROCESSES);
     if (sb->isolated && !sb->seccomp)
         return sbx_seterr(sb, SBX_EINVAL,
                           "options.isolated needs the seccomp filters: leave "
@@ -492,6 +498,7 @@ static int set_root_layers(struct sbx *sb, const struct root_layers *rl)
 }
 
 static int running(struct sbx *sb, uint64_t t0);
+
 static int create_isolated(struct sbx *sb, const sbx_options *opts, enum origin how,
                            const struct root_layers *rl, uint64_t t0, int r);
 
@@ -745,16 +752,35 @@ int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out)
     return 0;
 }
 
+/* Waits until calls running in other threads when sbx_destroy() began have left (the VM's
+   stop woke them: they return SBX_EDEAD). False if one is still inside after DESTROY_WAIT_MS:
+   then the handle's memory is kept (leaked) rather than freed under it. */
+static bool calls_left(struct sbx *sb)
+{
+    for (unsigned ms = 0; ms < DESTROY_WAIT_MS; ms++) {
+        bool busy = false;
+        for (size_t i = 0; i < SBX_CALL_SLOTS; i++)
+            busy |= atomic_load(&sb->calls[i].used) != 0;
+        if (!busy)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
 void sbx_destroy(sbx *sb)
 {
     if (!sb)
         return;
+    sbx_stop(sb, SBX_STATE_STOPPED, "the sandbox was destroyed"); /* wakes blocked calls */
     if (sb->info.id[0])
         registry_remove(sb);
     expose_destroy(sb); /* before the VM: its thread dials envd through the vsock device */
     if (sb->isolated)
         iso_stop(sb);
     vm_teardown_async(sb);
+    if (!calls_left(sb))
+        return;
     agent_pool_free(sb);
     if (sb->ctl_fd >= 0)
         close(sb->ctl_fd);

@@ -188,6 +188,7 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
     cfg.clock_ns = realtime_ns();
     cfg.default_cwd = sb->default_cwd ? sb->default_cwd : "";
     cfg.default_user = sb->default_user ? sb->default_user : "";
+    cfg.max_processes = sb->max_processes;
     Sbx__Agent__NetConfig net = SBX__AGENT__NET_CONFIG__INIT;
     char addr[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN], dns[INET_ADDRSTRLEN];
     if (sb->net) {

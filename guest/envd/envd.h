@@ -158,6 +158,9 @@ const char *users_default_cwd(void);
 void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *cfg);
 /* The sandbox-wide environment ("K=V", NULL-terminated). */
 char *const *users_env(void);
+/* cgroup.procs of the workload's pids cgroup (Configure.max_processes), or -1: a new process
+   writes "0" to it to join. */
+int users_cgroup_fd(void);
 /* Resolves a path from a request: absolute stays, relative is taken from the user's home.
    Returns 0 or an errno (EINVAL: empty or too long). */
 int resolve_path(const char *path, const struct envd_user *u, char *out, size_t cap);

@@ -1184,6 +1184,9 @@ static void child(const struct spawn *sp)
     int st = sp->status_fd;
     if (setsid() < 0)
         child_fail(st, 1);
+    int cg = users_cgroup_fd();
+    if (cg >= 0 && write(cg, "0", 1) != 1)
+        child_fail(st, 5);
     int in = high_fd(sp->in_fd), out = high_fd(sp->out_fd), err = high_fd(sp->err_fd);
     if (in < 0 || out < 0 || err < 0)
         child_fail(st, 4);
@@ -1526,9 +1529,9 @@ static void proc_start(struct server *s, struct conn *c, uint32_t id,
         /* It exits at once; reap it here (the loop ignores pids it does not know). */
         waitpid(pid, NULL, 0);
         proc_free(s, p);
-        static const char *stages[] = {"", "starting a session", "switching to user", "cwd",
-                                       "setting up stdio"};
-        int stage = ce.stage >= 1 && ce.stage <= 4 ? ce.stage : 4;
+        static const char *stages[] = {"",    "starting a session", "switching to user",
+                                       "cwd", "setting up stdio",   "joining the workload cgroup"};
+        int stage = ce.stage >= 1 && ce.stage <= 5 ? ce.stage : 4;
         if (stage == 2)
             conn_errno(c, id, ce.err, "switching to user %.64s", u.name);
         else if (stage == 3)

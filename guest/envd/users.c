@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,9 +19,13 @@
 #define MAX_ENV_LEN (64u << 10)
 
 /* The sandbox-wide settings (envd is single-threaded; this is its one copy). */
-static char **cfg_envs;    /* NULL-terminated */
-static char cfg_user[64];  /* "" = automatic */
-static char cfg_cwd[4096]; /* "" = the user's home */
+static char **cfg_envs;        /* NULL-terminated */
+static char cfg_user[64];      /* "" = automatic */
+static char cfg_cwd[4096];     /* "" = the user's home */
+static int cfg_cgroup_fd = -1; /* the workload cgroup's cgroup.procs, once it exists */
+
+#define WORKLOAD_CGROUP "/sys/fs/cgroup/sbx-workload"
+#define MAX_TASKS       4194304 /* the kernel's PID_MAX_LIMIT */
 static char *const no_envs[] = {NULL};
 
 /* Parses a decimal id; false if s is not one. */
@@ -200,6 +205,46 @@ static void refresh_clone(const Sbx__Agent__Configure *cfg)
         close(fd);
 }
 
+static int write_text(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    ssize_t n = write(fd, text, strlen(text));
+    int e = n == (ssize_t)strlen(text) ? 0 : n < 0 ? errno : EIO;
+    close(fd);
+    return e;
+}
+
+/* Configure.max_processes: the pids cgroup every process envd starts joins (envd itself
+   stays outside, so it can always start one more: joining is not limited, forking is). */
+static int set_process_limit(uint32_t max, char *msg, size_t cap)
+{
+    if (max == 0 && cfg_cgroup_fd < 0)
+        return 0;
+    int e = 0;
+    if (mkdir(WORKLOAD_CGROUP, 0755) < 0 && errno != EEXIST)
+        e = errno;
+    if (!e)
+        e = write_text("/sys/fs/cgroup/cgroup.subtree_control", "+pids");
+    char v[16] = "max";
+    if (max)
+        snprintf(v, sizeof(v), "%u", max);
+    if (!e)
+        e = write_text(WORKLOAD_CGROUP "/pids.max", v);
+    if (!e && cfg_cgroup_fd < 0 &&
+        (cfg_cgroup_fd = open(WORKLOAD_CGROUP "/cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
+        e = errno;
+    if (e)
+        snprintf(msg, cap, "max_processes: cannot set up the pids cgroup %s", WORKLOAD_CGROUP);
+    return e;
+}
+
+int users_cgroup_fd(void)
+{
+    return cfg_cgroup_fd;
+}
+
 const char *users_default_cwd(void)
 {
     return cfg_cwd;
@@ -233,6 +278,11 @@ void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *c
                    "default user %.64s: no such user in the guest", cfg->default_user);
         return;
     }
+    if (cfg->max_processes > MAX_TASKS) {
+        conn_error(c, id, SBX__AGENT__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, 0,
+                   "max_processes %u exceeds %d", cfg->max_processes, MAX_TASKS);
+        return;
+    }
     if (cfg->net) {
         char msg[256];
         int e = net_configure(cfg->net, msg, sizeof(msg));
@@ -240,6 +290,12 @@ void users_configure(struct conn *c, uint32_t id, const Sbx__Agent__Configure *c
             conn_errno(c, id, e, "%s", msg);
             return;
         }
+    }
+    char msg[256];
+    int e = set_process_limit(cfg->max_processes, msg, sizeof(msg));
+    if (e) {
+        conn_errno(c, id, e, "%s", msg);
+        return;
     }
     char **envs = calloc(cfg->n_envs + 1, sizeof(*envs));
     for (size_t i = 0; envs && i < cfg->n_envs; i++)

@@ -90,6 +90,7 @@ static int unpack_options(const Sbx__Isolate__Options *m, struct unpacked *u)
     o.template_name = m->template_name;
     o.template_dir = m->template_dir;
     o.no_seccomp = m->no_seccomp;
+    o.max_processes = m->max_processes;
     u->o = o;
     return 0;
 }

@@ -104,6 +104,8 @@ static int pack_options(const sbx_options *o)
     }
     m.has_no_seccomp = true;
     m.no_seccomp = o->version >= 4 && o->no_seccomp;
+    m.has_max_processes = true;
+    m.max_processes = o->max_processes;
 
     size_t len = sbx__isolate__options__get_packed_size(&m);
     uint8_t *buf = malloc(len ? len : 1);

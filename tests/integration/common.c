@@ -181,3 +181,47 @@ void itest_expect(sbx *sb, const char *user, const char *cmd, const char *want)
         itest_fail(__FILE__, __LINE__, "%s: got \"%s\", wanted \"%s\"", cmd, out, want);
     free(out);
 }
+
+long itest_status(const char *path, const char *field)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, field, n) == 0)
+            v = atol(line + n);
+    fclose(f);
+    return v;
+}
+
+static void *pending_exec(void *arg)
+{
+    struct itest_pending *p = arg;
+    sbx_exec_options x = SBX_EXEC_OPTIONS_INIT;
+    x.cmd = "sleep 600";
+    x.timeout_ms = SBX_NO_TIMEOUT;
+    sbx_exec_result res;
+    p->rc = sbx_exec(p->sb, &x, &res);
+    p->returned_ms = itest_ms();
+    if (p->rc == 0)
+        sbx_exec_result_free(&res);
+    return NULL;
+}
+
+void itest_pending_exec(struct itest_pending *p, sbx *sb)
+{
+    p->sb = sb;
+    p->rc = 1;
+    p->returned_ms = 0;
+    if (pthread_create(&p->thread, NULL, pending_exec, p) != 0)
+        itest_fail(__FILE__, __LINE__, "pthread_create failed");
+}
+
+int itest_pending_join(struct itest_pending *p)
+{
+    pthread_join(p->thread, NULL);
+    return p->rc;
+}

@@ -3,6 +3,7 @@
 #ifndef SBX_TEST_HARNESS_H
 #define SBX_TEST_HARNESS_H
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,21 @@ const char *itest_image(const char *file);
 
 /* Milliseconds since an arbitrary point. */
 double itest_ms(void);
+
+/* A value of a /proc status file ("VmRSS:", "Seccomp:"...): the number after the field
+   name, or -1 if the file or field is missing. */
+long itest_status(const char *path, const char *field);
+
+/* A call left waiting in another thread: `sleep 600` without a timeout, on sb. */
+struct itest_pending {
+    sbx *sb;
+    pthread_t thread;
+    int rc;             /* what sbx_exec() returned */
+    double returned_ms; /* itest_ms() when it returned */
+};
+void itest_pending_exec(struct itest_pending *p, sbx *sb);
+/* Waits for the thread; returns p->rc. */
+int itest_pending_join(struct itest_pending *p);
 
 /* A file in a fresh temporary directory (removed at exit); returns its path (static). */
 const char *itest_tmpfile(const char *name, const void *data, size_t len);

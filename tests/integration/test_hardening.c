@@ -3,9 +3,12 @@
    threads are in place while the guest works, and the option that turns them off does; the
    isolated mode runs the VMM in a jailed child process behind the same API. */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -60,15 +63,7 @@ SBX_TEST(seccomp_filters_sandbox_threads)
     count_threads("sbx-device", &all, &filtered);
     CHECK(all == 1 && filtered == 1);
     /* The calling thread is not filtered. */
-    FILE *f = fopen("/proc/self/status", "re");
-    CHECK(f != NULL);
-    char line[256];
-    int mine = -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "Seccomp:", 8) == 0)
-            mine = atoi(line + 8);
-    fclose(f);
-    CHECK(mine == 0);
+    CHECK(itest_status("/proc/thread-self/status", "Seccomp:") == 0);
 
     itest_expect(sb, NULL, "echo hi; nproc", "hi\n2\n");
     static const char data[] = "through the device thread";
@@ -307,5 +302,187 @@ SBX_TEST(isolated_in_a_cgroup)
     CHECK(strstr(line, dir + strlen("/sys/fs/cgroup")) != NULL);
 }
 
+/* ---- faults ---------------------------------------------------------------------------- */
+
+static sbx *volatile alarm_target;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    sbx_interrupt(alarm_target); /* async-signal-safe: eventfd writes only */
+}
+
+/* sbx_interrupt() from a signal handler ends a blocked exec with SBX_EINTR; the sandbox goes
+   on working. */
+SBX_TEST(interrupt_from_a_signal_handler)
+{
+    sbx_options o = itest_options(NULL);
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    alarm_target = sb;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_alarm; /* no SA_RESTART: the wait sees EINTR too */
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
+    struct itimerval it = {{0, 0}, {1, 500000}};
+    CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    sbx_exec_options eo = SBX_EXEC_OPTIONS_INIT;
+    eo.cmd = "sleep 30";
+    sbx_exec_result res;
+    double t0 = itest_ms();
+    int rc = sbx_exec(sb, &eo, &res);
+    double took = itest_ms() - t0;
+    printf("sbx_exec returned %d (%s) after %.0f ms\n", rc, sbx_strerror(rc), took);
+    CHECK_RC(sb, rc, SBX_EINTR);
+    CHECK(took < 10000);
+    itest_expect(sb, NULL, "echo still fine", "still fine\n");
+    sbx_destroy(sb);
+}
+
+static void *long_write(void *arg)
+{
+    struct itest_pending *p = arg;
+    size_t len = 256u << 20;
+    char *big = calloc(1, len);
+    p->rc = big ? sbx_write_file(p->sb, "/home/user/big", big, len, 0644) : SBX_ENOMEM;
+    free(big);
+    p->returned_ms = itest_ms();
+    return NULL;
+}
+
+/* sbx_destroy() while other threads are inside an exec and a file transfer: both calls
+   return an error at once, sbx_destroy() waits for them to leave before it frees the handle
+   (valgrind runs this too), and nothing hangs. */
+SBX_TEST(destroy_during_calls)
+{
+    sbx_options o = itest_options(NULL);
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    struct itest_pending a, b = {sb, 0, 1, 0};
+    itest_pending_exec(&a, sb);
+    CHECK(pthread_create(&b.thread, NULL, long_write, &b) == 0);
+    usleep(1500 * 1000);
+    double t0 = itest_ms();
+    sbx_destroy(sb);
+    double done = itest_ms();
+    itest_pending_join(&a);
+    pthread_join(b.thread, NULL);
+    printf("sbx_destroy took %.0f ms; the exec returned %d (%s) after %.0f ms, the write %d "
+           "(%s) after %.0f ms\n",
+           done - t0, a.rc, sbx_strerror(a.rc), a.returned_ms - t0, b.rc, sbx_strerror(b.rc),
+           b.returned_ms - t0);
+    CHECK(a.rc < 0 && b.rc < 0);
+    CHECK(a.returned_ms <= done && b.returned_ms <= done); /* they left before the free */
+    CHECK(done - t0 < 10000);
+}
+
+/* A fork bomb under options.max_processes: it runs into the limit, the sandbox keeps
+   answering while it rages, and the exec's timeout ends it. */
+SBX_TEST(fork_bomb_contained)
+{
+    sbx_options o = itest_options(NULL);
+    o.max_processes = 200;
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    itest_expect(sb, NULL, "cat /sys/fs/cgroup/sbx-workload/pids.max", "200\n");
+    sbx_proc *bomb = NULL;
+    sbx_exec_options eo = SBX_EXEC_OPTIONS_INIT;
+    eo.cmd = "bomb() { bomb | bomb & }; bomb; sleep 60";
+    eo.timeout_ms = 15000;
+    CHECK_OK(sb, sbx_proc_start(sb, &eo, &bomb));
+    sleep(3);
+    /* Meanwhile: the sandbox still answers (envd is outside the cgroup), and the limit holds. */
+    double t0 = itest_ms();
+    char *cur = itest_run(sb, "root", "cat /sys/fs/cgroup/sbx-workload/pids.current");
+    printf("during the bomb: %.0f ms for an exec, %s tasks in the cgroup\n", itest_ms() - t0,
+           strtok(cur, "\n"));
+    CHECK(atoi(cur) <= 200 + 2); /* joining is not limited: this exec and its shell */
+    free(cur);
+    char *ev = itest_run(sb, "root", "cat /sys/fs/cgroup/sbx-workload/pids.events");
+    printf("pids.events: %s", ev);
+    CHECK(strncmp(ev, "max ", 4) == 0 && atol(ev + 4) > 0); /* forks were refused */
+    free(ev);
+    /* The timeout kills its process group; the rest of the tasks go with it. */
+    sbx_exec_result res;
+    int rc = sbx_proc_wait(bomb, 30000, &res);
+    printf("the bomb's exec: %d (%s), timed out %d\n", rc, sbx_strerror(rc),
+           rc ? -1 : res.timed_out);
+    if (rc == 0)
+        sbx_exec_result_free(&res);
+    sbx_proc_close(bomb);
+    double end = itest_ms() + 20000;
+    int left = 1000;
+    while (itest_ms() < end) {
+        char *n = itest_run(sb, "root", "cat /sys/fs/cgroup/sbx-workload/pids.current");
+        left = atoi(n);
+        free(n);
+        if (left <= 2)
+            break;
+        usleep(500 * 1000);
+    }
+    printf("tasks left after the timeout: %d\n", left);
+    CHECK(left <= 2);
+    itest_expect(sb, NULL, "echo alive", "alive\n");
+    sbx_destroy(sb);
+}
+
+/* The process that pauses a sandbox is killed in the middle: resuming the directory either
+   works (the pause had finished) or fails with SBX_EIMAGE saying what is missing; never a
+   crash or a silently broken guest. Kill points: early, middle, late, after the end. */
+SBX_TEST(killed_while_pausing)
+{
+    static const unsigned delays_ms[] = {30, 400, 1500, 20000};
+    for (size_t i = 0; i < sizeof(delays_ms) / sizeof(delays_ms[0]); i++) {
+        char dir[128];
+        snprintf(dir, sizeof(dir), "/var/tmp/sbx-killpause-%d-%zu", (int)getpid(), i);
+        int ready[2];
+        CHECK(pipe(ready) == 0);
+        pid_t child = fork(); /* before any sandbox exists in this process */
+        CHECK(child >= 0);
+        if (child == 0) {
+            sbx_options o = itest_options(NULL);
+            sbx *sb = NULL;
+            if (sbx_create(&sb, &o) != 0)
+                _exit(3);
+            sbx_exec_options eo = SBX_EXEC_OPTIONS_INIT;
+            eo.cmd = "echo before-pause > /home/user/marker";
+            sbx_exec_result res;
+            if (sbx_exec(sb, &eo, &res) != 0 || res.exit_code != 0)
+                _exit(4);
+            (void)!write(ready[1], "p", 1);
+            int r = sbx_pause(sb, dir);
+            _exit(r == 0 ? 0 : 5);
+        }
+        close(ready[1]);
+        char c;
+        CHECK(read(ready[0], &c, 1) == 1);
+        close(ready[0]);
+        usleep(delays_ms[i] * 1000);
+        kill(child, SIGKILL);
+        int status;
+        waitpid(child, &status, 0);
+        bool finished = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+
+        sbx *sb = NULL;
+        int rc = sbx_resume(&sb, dir, NULL);
+        printf("killed %u ms into the pause (%s): resume returned %d: %s\n", delays_ms[i],
+               finished ? "it had finished" : "unfinished", rc, rc ? sbx_errmsg(sb) : "ok");
+        if (rc == 0) {
+            itest_expect(sb, NULL, "cat /home/user/marker", "before-pause\n");
+        } else {
+            CHECK(!finished);
+            CHECK(rc == SBX_EIMAGE || rc == SBX_ENOENT || rc == SBX_EIO);
+            CHECK(sbx_errmsg(sb)[0] != 0);
+        }
+        sbx_destroy(sb);
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        CHECK(system(cmd) == 0);
+    }
+}
+
 ITEST_MAIN(ITEST(seccomp_filters_sandbox_threads), ITEST(no_seccomp_option), ITEST(isolated_mode),
-           ITEST(isolated_vmm_killed), ITEST(isolated_without_network), ITEST(isolated_in_a_cgroup))
+           ITEST(isolated_vmm_killed), ITEST(isolated_without_network), ITEST(isolated_in_a_cgroup),
+           ITEST(interrupt_from_a_signal_handler), ITEST(killed_while_pausing),
+           ITEST(destroy_during_calls), ITEST(fork_bomb_contained))

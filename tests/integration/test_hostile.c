@@ -23,14 +23,7 @@
 
 static long rss_kib(void)
 {
-    FILE *f = fopen("/proc/self/status", "re");
-    CHECK(f != NULL);
-    char line[256];
-    long kib = -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kib = atol(line + 6);
-    fclose(f);
+    long kib = itest_status("/proc/self/status", "VmRSS:");
     CHECK(kib > 0);
     return kib;
 }

@@ -134,26 +134,6 @@ SBX_TEST(envs_and_default_user)
     sbx_destroy(sb);
 }
 
-struct pending {
-    sbx *sb;
-    int rc;
-    double ms;
-};
-
-static void *long_exec(void *arg)
-{
-    struct pending *p = arg;
-    sbx_exec_options x = SBX_EXEC_OPTIONS_INIT;
-    x.cmd = "sleep 600";
-    x.timeout_ms = SBX_NO_TIMEOUT;
-    sbx_exec_result res;
-    double t0 = itest_ms();
-    p->rc = sbx_exec(p->sb, &x, &res);
-    p->ms = itest_ms() - t0;
-    sbx_exec_result_free(&res);
-    return NULL;
-}
-
 SBX_TEST(dead_guest_fails_pending_calls)
 {
     /* The guest kernel panics while a call waits for a command: that call and every later
@@ -161,9 +141,8 @@ SBX_TEST(dead_guest_fails_pending_calls)
     sbx_options o = itest_options("test");
     sbx *sb = NULL;
     CHECK_OK(sb, sbx_create(&sb, &o));
-    struct pending p = {sb, 1, 0};
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, long_exec, &p) == 0);
+    struct itest_pending p;
+    itest_pending_exec(&p, sb);
     sleep_ms(1000);
     sbx_exec_options x = SBX_EXEC_OPTIONS_INIT;
     /* Out of memory with panic_on_oom: a kernel panic from inside, no special kernel option
@@ -180,8 +159,8 @@ SBX_TEST(dead_guest_fails_pending_calls)
                 res.err ? res.err : "");
     sbx_exec_result_free(&res);
     CHECK_RC(sb, r, SBX_EDEAD);
-    pthread_join(t, NULL);
-    fprintf(stderr, "pending call: %d after %.0f ms\n", p.rc, p.ms);
+    itest_pending_join(&p);
+    fprintf(stderr, "pending call: %d after %.0f ms\n", p.rc, p.returned_ms - t0);
     CHECK(p.rc == SBX_EDEAD);
     CHECK(strstr(sbx_errmsg(sb), "panic") != NULL);
     CHECK(sbx_state(sb) == SBX_STATE_FAILED);

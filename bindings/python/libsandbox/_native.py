@@ -152,6 +152,7 @@ class sbx_options(Structure):
         ("no_seccomp", c_int),
         ("isolated", c_int),
         ("cgroup", c_char_p),
+        ("max_processes", c_uint),
     ]
 
 
