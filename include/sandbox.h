@@ -204,8 +204,10 @@ typedef struct sbx_options {
     const char *cgroup;
     /* At most this many tasks (processes and threads) at once for everything the sandbox runs
        through the API (commands, PTYs, the code interpreter), together: a pids cgroup in the
-       guest. A fork bomb then fails to fork instead of starving the guest; envd stays outside
-       the cgroup, so calls keep working and can kill it. 0 (the default): no limit. */
+       guest. A fork bomb then fails to fork instead of exhausting the guest; envd stays
+       outside the cgroup, so file calls, signals and kills keep working while new commands
+       (which join the cgroup) may fail to fork until the bomb is killed. 0 (the default): no
+       limit. */
     unsigned max_processes;
 } sbx_options;
 
