@@ -206,6 +206,8 @@ static void *monitor(void *arg)
             break;
         }
     }
+    /* The child closed its end, died, or said something that makes no sense: it goes. */
+    iso_kill(sb);
     if (console_open)
         drain_console(sb);
     int status = 0;

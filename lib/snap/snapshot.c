@@ -587,6 +587,37 @@ void snap_header_write(uint8_t *file, size_t len)
     memcpy(file, &h, sizeof(h));
 }
 
+/* True if `m` or a message inside it carries fields its schema does not know. protobuf-c
+   keeps those, and one of them (field number 0, reachable through an over-long tag) is
+   refused when the state is packed and read back: a state file has none. */
+static bool unknown_fields(const ProtobufCMessage *m)
+{
+    if (!m)
+        return false;
+    if (m->n_unknown_fields)
+        return true;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *at = (const char *)m + f->offset;
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF &&
+            *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)at;
+            for (size_t k = 0; k < n; k++)
+                if (unknown_fields(items[k]))
+                    return true;
+        } else if (unknown_fields(*(ProtobufCMessage *const *)at)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 const char *snap_parse(const uint8_t *file, size_t len, size_t xsave_size, Sbx__Snap__State **out)
 {
     struct snap_header h;
@@ -607,7 +638,8 @@ const char *snap_parse(const uint8_t *file, size_t len, size_t xsave_size, Sbx__
     Sbx__Snap__State *st = sbx__snap__state__unpack(NULL, h.length, file + sizeof(h));
     if (!st)
         return "state does not decode";
-    const char *w = check_state(st, xsave_size);
+    const char *w = unknown_fields(&st->base) ? "state has fields this library does not know"
+                                              : check_state(st, xsave_size);
     if (w) {
         sbx__snap__state__free_unpacked(st, NULL);
         return w;
