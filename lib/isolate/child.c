@@ -174,20 +174,7 @@ static void serve(struct sbx *sb, const struct iso_request *rq, int reply_fd)
     int fd = -1;
     if (rq->type == ISO_DIAL)
         rep.rc = vm_vsock_connect(sb, rq->port, &fd);
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    memset(cbuf, 0, sizeof(cbuf));
-    struct iovec iov = {&rep, sizeof(rep)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
-        mh.msg_control = cbuf;
-        mh.msg_controllen = sizeof(cbuf);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    }
-    (void)!sendmsg(reply_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)iso_send(reply_fd, &rep, sizeof(rep), fd);
     if (fd >= 0)
         close(fd);
     close(reply_fd);

@@ -19,6 +19,7 @@
 #define SBX_ISOLATE_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "internal.h"
 
@@ -51,6 +52,10 @@ struct iso_event {
 };
 
 struct sbx;
+
+/* Sends `len` bytes of `msg` on `sock` with `fd` attached (fd < 0: none), never blocking
+   (lib/isolate/wire.c). Returns what sendmsg() does. */
+ssize_t iso_send(int sock, const void *msg, size_t len, int fd);
 
 /* Parent side (lib/isolate/parent.c). */
 

@@ -332,17 +332,7 @@ int iso_dial(struct sbx *sb, unsigned port, int *fd)
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return SBX_EIO;
     struct iso_request rq = {ISO_DIAL, port};
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    memset(cbuf, 0, sizeof(cbuf));
-    struct iovec iov = {&rq, sizeof(rq)};
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
-    ssize_t sent = sendmsg(sb->iso_ctl, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t sent = iso_send(sb->iso_ctl, &rq, sizeof(rq), sv[1]);
     close(sv[1]);
     int r = SBX_EDEAD;
     if (sent == (ssize_t)sizeof(rq)) {
