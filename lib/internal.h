@@ -53,6 +53,8 @@ struct expose_state;
 struct netfilter;
 struct net;
 
+enum io_ctl { IO_RUN, IO_PARK, IO_QUIT };
+
 struct sbx {
     char id[32];
     atomic_int state;         /* enum sbx_state */
@@ -99,6 +101,9 @@ struct sbx {
     char **root_layers;
     unsigned nroot_layers, root_durable;
     uint64_t root_size;
+    bool base_pinned; /* snap_pin(): rootfs_path's identity below, root_layers absolute */
+    uint64_t base_size;
+    uint32_t base_crc;
     struct snap_restore *restore; /* the snapshot being restored (inside sbx_create) */
     struct reap *reap;            /* vm_teardown_async: what to release later */
     /* Network (lib/ops/network.c): the mode, the filter made from the options (handed to the
@@ -113,12 +118,16 @@ struct sbx {
     struct event_base *evbase;
     pthread_t io_thread;
     bool io_running;
+    int io_ctl;     /* enum io_ctl, under park_lock: what the device thread does after a break */
+    bool io_parked; /* under park_lock: it stands still (vm_io_pause) */
     struct thread_filter *io_filter; /* entered by the device thread first, or NULL */
     bool seccomp;                    /* vCPU and device threads enter seccomp filters */
     bool drop_caps;                  /* ... and give up their capabilities (SBX_CREATE_DROP_CAPS) */
     /* The isolated mode (lib/isolate/): the child running the VMM, its control socket, its
        console pipe, and the thread that reads both. */
     bool isolated;
+    bool unlisted;    /* not in the registry: the isolated mode's child (its parent lists it) */
+    char *iso_cgroup; /* options.cgroup, or NULL */
     pid_t iso_pid;
     int iso_pidfd, iso_ctl, iso_console;
     pthread_t iso_monitor;
@@ -187,6 +196,11 @@ int sbx_local_attach(const char *sock, const sbx_options *opts, sbx **out);
    capabilities (the isolated mode's child, lib/isolate/child.c). */
 #define SBX_CREATE_DROP_CAPS 1u
 int sbx_create_flags(sbx **out, const sbx_options *opts, unsigned flags);
+
+/* ... from the snapshot in `snapdir` as a resume (2) or a fork (3) (the isolated mode's child
+   for its parent's sbx_resume() and sbx_fork()). */
+int sbx_create_origin(sbx **out, const sbx_options *opts, const char *snapdir, unsigned how,
+                      unsigned flags);
 
 /* For the template builder: boots a sandbox whose root disk is options.rootfs with `layers`
    (template store layers, bottom first) over it, `size` bytes large (0: the image's), whose

@@ -43,7 +43,7 @@ static int entry_path(const struct sbx *sb, char *out, size_t cap)
 
 void registry_add(struct sbx *sb)
 {
-    if (sb->local_sock)
+    if (sb->local_sock || sb->unlisted)
         return;
     char path[320], tmp[340];
     if (entry_path(sb, path, sizeof(path)) < 0)
@@ -65,7 +65,7 @@ void registry_add(struct sbx *sb)
 void registry_remove(struct sbx *sb)
 {
     char path[320];
-    if (!sb->local_sock && entry_path(sb, path, sizeof(path)) == 0)
+    if (!sb->local_sock && !sb->unlisted && entry_path(sb, path, sizeof(path)) == 0)
         unlink(path);
 }
 

@@ -2,6 +2,7 @@
 /* The public sbx_* entry points: argument checks, handle state, errors, the boot handshake. */
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +333,8 @@ static int copy_options(struct sbx *sb, const sbx_options *o, bool boot)
                           "options.no_seccomp 0");
     if (o->version >= 4 && o->cgroup && !sb->isolated)
         return sbx_seterr(sb, SBX_EINVAL, "options.cgroup is for the isolated mode only");
+    if (o->version >= 4 && o->cgroup && !(sb->iso_cgroup = strdup(o->cgroup)))
+        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     if (o->console_fd < 0)
         return sbx_seterr(sb, SBX_EINVAL, "options.console_fd is %d; use 0 for none",
                           o->console_fd);
@@ -499,8 +502,8 @@ static int set_root_layers(struct sbx *sb, const struct root_layers *rl)
 
 static int running(struct sbx *sb, uint64_t t0);
 
-static int create_isolated(struct sbx *sb, const sbx_options *opts, enum origin how,
-                           const struct root_layers *rl, uint64_t t0, int r);
+static int create_isolated(struct sbx *sb, const sbx_options *opts, const char *snapdir,
+                           enum origin how, const struct root_layers *rl, uint64_t t0, int r);
 
 static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum origin how,
                   const struct root_layers *rl, unsigned flags)
@@ -516,7 +519,7 @@ static int create(sbx **out, const sbx_options *opts, const char *snapdir, enum 
     if (r == 0 && rl)
         r = set_root_layers(sb, rl);
     if (sb->isolated)
-        return create_isolated(sb, opts, how, rl, t0, r);
+        return create_isolated(sb, opts, snapdir, how, rl, t0, r);
     if (r == 0 && how != BOOT) {
         r = snap_open(sb, snapdir,
                       how == RESUME ? SNAP_KEEP_SETTINGS | SNAP_KEEP_ID
@@ -567,14 +570,13 @@ static int running(struct sbx *sb, uint64_t t0)
 }
 
 /* The isolated mode: the child process makes the sandbox (lib/isolate/). */
-static int create_isolated(struct sbx *sb, const sbx_options *opts, enum origin how,
-                           const struct root_layers *rl, uint64_t t0, int r)
+static int create_isolated(struct sbx *sb, const sbx_options *opts, const char *snapdir,
+                           enum origin how, const struct root_layers *rl, uint64_t t0, int r)
 {
-    if (r == 0 && (how == RESUME || how == FORK || rl))
-        r = sbx_seterr(sb, SBX_ENOTSUP,
-                       "the isolated mode cannot resume, fork or build templates (yet)");
+    if (r == 0 && rl)
+        r = sbx_seterr(sb, SBX_ENOTSUP, "the isolated mode does not build templates");
     if (r == 0)
-        r = iso_start(sb, opts);
+        r = iso_start(sb, opts, snapdir, how == RESUME || how == FORK ? how : 0);
     if (r < 0) {
         if (r == SBX_EGUEST || r == SBX_ETIMEDOUT)
             sbx_explain_guest(sb);
@@ -613,6 +615,14 @@ int sbx_create_flags(sbx **out, const sbx_options *opts, unsigned flags)
     return r;
 }
 
+int sbx_create_origin(sbx **out, const sbx_options *opts, const char *snapdir, unsigned how,
+                      unsigned flags)
+{
+    if (!snapdir || (how != RESUME && how != FORK))
+        return SBX_EINVAL;
+    return create(out, opts, snapdir, (enum origin)how, NULL, flags);
+}
+
 int sbx_create_layered(sbx **out, const sbx_options *opts, char *const *layers, unsigned n,
                        uint64_t size, const char *cwd)
 {
@@ -634,13 +644,26 @@ int sbx_resume(sbx **out, const char *path, const sbx_options *opts)
 
 static int check_running(struct sbx *sb, const char *call)
 {
-    if (sb->isolated)
-        return sbx_seterr(sb, SBX_ENOTSUP, "%s: not available in the isolated mode (yet)", call);
     int st = atomic_load(&sb->state);
     if (st != SBX_STATE_RUNNING)
         return sbx_seterr(sb, st == SBX_STATE_FAILED ? SBX_EDEAD : SBX_ESTATE,
                           "%s: the sandbox is not running", call);
     return 0;
+}
+
+/* The bytes of an sbx_options of `version` (older callers pass smaller structures). */
+static size_t options_size(unsigned version)
+{
+    return version == 1   ? offsetof(sbx_options, network)
+           : version == 2 ? offsetof(sbx_options, template_name)
+           : version == 3 ? offsetof(sbx_options, no_seccomp)
+                          : sizeof(sbx_options);
+}
+
+/* A snapshot of the running VM into `dir`, written by the isolated mode's child if it has it. */
+static int capture(struct sbx *sb, const char *dir, bool pause)
+{
+    return sb->isolated ? iso_snapshot(sb, dir, pause) : snap_capture(sb, dir, pause);
 }
 
 int sbx_snapshot(sbx *sb, const char *path)
@@ -656,7 +679,7 @@ int sbx_snapshot(sbx *sb, const char *path)
         r = template_snapshot_target(path, &dir, err, sizeof(err));
         if (r < 0)
             return sbx_seterr(sb, r, "sbx_snapshot: %s", err);
-        r = snap_capture(sb, dir, false);
+        r = capture(sb, dir, false);
         if (r == 0 && template_register_snapshot(sb, path, dir, err, sizeof(err)) < 0)
             r = sbx_seterr(sb, SBX_EIO, "sbx_snapshot: %s", err);
         free(dir);
@@ -672,7 +695,7 @@ int sbx_pause(sbx *sb, const char *path)
         return sbx_seterr(sb, SBX_EINVAL, "sbx_pause: path is empty");
     int r = check_running(sb, "sbx_pause");
     if (r == 0)
-        r = snap_capture(sb, path, true);
+        r = capture(sb, path, true);
     if (r < 0)
         return r;
     /* The VM stays parked from the capture on: nothing it does after it is lost. */
@@ -706,7 +729,20 @@ int sbx_fork(sbx *sb, unsigned n, const sbx_options *opts, sbx **out)
     char *dir = NULL;
     if (asprintf(&dir, "%s/snapshot", base) < 0)
         dir = NULL;
-    r = dir ? snap_capture(sb, dir, false) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    r = dir ? capture(sb, dir, false) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    /* Copies of an isolated sandbox are isolated too (in its cgroup unless opts name one). */
+    sbx_options iso = SBX_OPTIONS_INIT;
+    if (r == 0 && sb->isolated) {
+        if (opts && opts->version >= 1 && opts->version <= SBX_OPTIONS_VERSION)
+            memcpy(&iso, opts, options_size(opts->version));
+        iso.version = SBX_OPTIONS_VERSION;
+        iso.isolated = 1;
+        if (!iso.cgroup)
+            iso.cgroup = sb->iso_cgroup;
+        if (opts && (opts->version < 1 || opts->version > SBX_OPTIONS_VERSION))
+            iso.version = opts->version; /* refused below with the usual message */
+        opts = &iso;
+    }
     for (unsigned i = 0; r == 0 && i < n; i++) {
         r = create(&out[i], opts, dir, FORK, NULL, 0);
         if (r < 0) {
@@ -797,6 +833,7 @@ void sbx_destroy(sbx *sb)
     session_free(sb);
     network_free(sb);
     free(sb->local_sock);
+    free(sb->iso_cgroup);
     pthread_mutex_destroy(&sb->stop_lock);
     pthread_mutex_destroy(&sb->err_lock);
     pthread_mutex_destroy(&sb->pool_lock);

@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "agent/conn.h"
 #include "internal.h"
+#include "isolate/isolate.h"
 #include "registry.h"
 #include "session.h"
 #include "util/wait.h"
@@ -270,10 +271,16 @@ int sbx_set_timeout(sbx *sb, uint64_t ms)
     int r = call_begin(sb, &c, 0);
     if (r < 0)
         return r;
-    if (!sb->evbase)
+    if (sb->isolated) {
+        if ((r = iso_set_timeout(sb, ms)) == 0) {
+            atomic_store(&sb->ends_ns, ms ? realtime_ns() + ms * 1000000ull : 0);
+            registry_add(sb);
+        }
+    } else if (!sb->evbase) {
         r = call_fail(&c, SBX_ENOTSUP, "this sandbox has no lifetime timer");
-    else if ((r = arm(sb, ms)) == 0)
+    } else if ((r = arm(sb, ms)) == 0) {
         registry_add(sb);
+    }
     call_end(&c);
     return r;
 }

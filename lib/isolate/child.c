@@ -23,6 +23,7 @@
 #include "isolate.pb-c.h"
 #include "isolate/isolate.h"
 #include "registry.h"
+#include "snap/snap.h"
 #include "vmm/seccomp.h"
 #include "vmm/vm.h"
 
@@ -97,16 +98,10 @@ static int unpack_options(const Sbx__Isolate__Options *m, struct unpacked *u)
 
 static Sbx__Isolate__Options *read_options(void)
 {
-    struct stat st;
-    if (fstat(ISO_FD_OPTIONS, &st) < 0 || st.st_size <= 0 || st.st_size > MAX_OPTIONS_BYTES)
-        return NULL;
-    uint8_t *buf = malloc((size_t)st.st_size);
-    if (!buf || pread(ISO_FD_OPTIONS, buf, (size_t)st.st_size, 0) != st.st_size) {
-        free(buf);
-        return NULL;
-    }
+    size_t len = 0;
+    uint8_t *buf = iso_memfd_read(ISO_FD_OPTIONS, MAX_OPTIONS_BYTES, &len);
     close(ISO_FD_OPTIONS);
-    Sbx__Isolate__Options *m = sbx__isolate__options__unpack(NULL, (size_t)st.st_size, buf);
+    Sbx__Isolate__Options *m = buf ? sbx__isolate__options__unpack(NULL, len, buf) : NULL;
     free(buf);
     return m;
 }
@@ -167,33 +162,64 @@ static int drop_privileges(void)
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
-/* Answers one request; the reply goes to the socket that came with it. */
-static void serve(struct sbx *sb, const struct iso_request *rq, int reply_fd)
+static int network_update(struct sbx *sb, int fd)
 {
-    struct iso_reply rep = {SBX_EINVAL};
-    int fd = -1;
-    if (rq->type == ISO_DIAL)
-        rep.rc = vm_vsock_connect(sb, rq->port, &fd);
-    (void)iso_send(reply_fd, &rep, sizeof(rep), fd);
-    if (fd >= 0)
-        close(fd);
-    close(reply_fd);
+    size_t len = 0;
+    uint8_t *buf = iso_memfd_read(fd, MAX_OPTIONS_BYTES, &len);
+    Sbx__Isolate__NetPolicy *m = buf ? sbx__isolate__net_policy__unpack(NULL, len, buf) : NULL;
+    free(buf);
+    if (!m)
+        return sbx_seterr(sb, SBX_EINVAL, "sbx_network_update: the policy did not arrive");
+    char **allow = list(m->allow_out_given, m->n_allow_out, m->allow_out);
+    char **deny = list(m->deny_out_given, m->n_deny_out, m->deny_out);
+    int r;
+    if ((m->allow_out_given && !allow) || (m->deny_out_given && !deny)) {
+        r = sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    } else {
+        sbx_net_policy p = {m->block_internet, (const char *const *)allow,
+                            (const char *const *)deny};
+        r = sbx_network_update(sb, &p);
+    }
+    free(allow);
+    free(deny);
+    sbx__isolate__net_policy__free_unpacked(m, NULL);
+    return r;
 }
 
-/* Reads one request and the socket attached to it; 0 at the end of the control socket. */
-static ssize_t read_request(struct iso_request *rq, int *reply_fd)
+/* The files a request of `type` comes with, after the reply socket. */
+static unsigned files_of(uint32_t type)
 {
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {rq, sizeof(*rq)};
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-    *reply_fd = -1;
-    ssize_t n = recvmsg(ISO_FD_CTL, &mh, MSG_CMSG_CLOEXEC);
-    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(reply_fd, CMSG_DATA(c), sizeof(int));
-    return n;
+    return type == ISO_NET_UPDATE ? 1 : type == ISO_SNAPSHOT || type == ISO_PAUSE ? SNAP_NFDS : 0;
+}
+
+/* Carries out one request; the reply goes to the socket that came first with it. */
+static void serve(struct sbx *sb, const struct iso_request *rq, const int *fds, unsigned nfds)
+{
+    struct iso_reply rep;
+    memset(&rep, 0, sizeof(rep));
+    int fd = -1;
+    if (nfds != 1 + files_of(rq->type))
+        rep.rc = sbx_seterr(sb, SBX_EINVAL, "isolated mode: request %u with %u files", rq->type,
+                            nfds - 1);
+    else if (rq->type == ISO_DIAL && (rep.rc = vm_vsock_connect(sb, rq->port, &fd)) < 0)
+        sbx_seterr(sb, rep.rc, "cannot connect to guest port %u", rq->port);
+    else if (rq->type == ISO_DIAL)
+        ;
+    else if (rq->type == ISO_SET_TIMEOUT)
+        rep.rc = sbx_set_timeout(sb, rq->ms);
+    else if (rq->type == ISO_NET_STATS)
+        rep.rc = sbx_network_stats(sb, &rep.stats);
+    else if (rq->type == ISO_NET_UPDATE)
+        rep.rc = network_update(sb, fds[1]);
+    else if (rq->type == ISO_SNAPSHOT || rq->type == ISO_PAUSE)
+        rep.rc = snap_capture_fds(sb, fds + 1, rq->type == ISO_PAUSE);
+    else
+        rep.rc = sbx_seterr(sb, SBX_EINVAL, "isolated mode: unknown request %u", rq->type);
+    if (rep.rc < 0)
+        snprintf(rep.msg, sizeof(rep.msg), "%s", sbx_errmsg(sb));
+    (void)iso_send(fds[0], &rep, sizeof(rep), &fd, fd >= 0 ? 1 : 0);
+    if (fd >= 0)
+        close(fd);
 }
 
 int iso_child_main(void)
@@ -211,7 +237,9 @@ int iso_child_main(void)
         return fail(&ev, SBX_EINVAL, "unreadable options");
 
     sbx *sb = NULL;
-    int r = sbx_create_flags(&sb, &u.o, SBX_CREATE_DROP_CAPS);
+    int r = m->origin
+                ? sbx_create_origin(&sb, &u.o, m->snapshot_dir, m->origin, SBX_CREATE_DROP_CAPS)
+                : sbx_create_flags(&sb, &u.o, SBX_CREATE_DROP_CAPS);
     if (r < 0) {
         ev.type = ISO_FAILED;
         ev.code = r;
@@ -220,6 +248,9 @@ int iso_child_main(void)
         return 1;
     }
     registry_remove(sb); /* the parent lists it */
+    sb->unlisted = true;
+    if (sb->root_disk && !sb->ndisks)
+        (void)snap_pin(sb); /* for snapshots; a failure shows again when one is asked for */
     if (jail() < 0)
         return fail(&ev, SBX_EIO, "cannot set up the empty root");
     if (drop_privileges() < 0)
@@ -255,14 +286,15 @@ int iso_child_main(void)
         }
         if (p[0].revents & POLLIN) {
             struct iso_request rq;
-            int reply_fd;
-            ssize_t n = read_request(&rq, &reply_fd);
+            int fds[ISO_MAX_FDS];
+            unsigned nfds = 0;
+            ssize_t n = iso_recv(ISO_FD_CTL, &rq, sizeof(rq), fds, &nfds, 0);
             if (n <= 0)
                 break; /* the parent is done with this sandbox */
-            if (n == sizeof(rq) && reply_fd >= 0)
-                serve(sb, &rq, reply_fd);
-            else if (reply_fd >= 0)
-                close(reply_fd);
+            if (n == sizeof(rq) && nfds >= 1)
+                serve(sb, &rq, fds, nfds);
+            for (unsigned i = 0; i < nfds; i++)
+                close(fds[i]);
         } else if (p[0].revents & (POLLHUP | POLLERR)) {
             break;
         }

@@ -11,13 +11,15 @@
  * Sbx__Isolate__Options), 4 the control socket (SOCK_SEQPACKET), 5 the console pipe (the guest's
  * console output, written non-blocking; the parent keeps the ring and feeds the caller's sink).
  *
- * On the control socket the parent sends requests (struct iso_request, with a fresh socket
- * for the reply as SCM_RIGHTS) and reads events (struct iso_event); the child answers on the
- * reply socket (struct iso_reply, with the connected socket as SCM_RIGHTS).
+ * On the control socket the parent sends requests (struct iso_request; attached, a fresh
+ * socket for the reply, then the request's own descriptors) and reads events (struct
+ * iso_event); the child answers on the reply socket (struct iso_reply; for a dial, with the
+ * connected socket attached).
  */
 #ifndef SBX_ISOLATE_H
 #define SBX_ISOLATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -27,15 +29,29 @@
 #define ISO_FD_CTL     4
 #define ISO_FD_CONSOLE 5
 
-enum iso_request_type { ISO_DIAL = 1 };
+enum iso_request_type {
+    ISO_DIAL = 1,        /* a connection to guest port `port` */
+    ISO_SET_TIMEOUT = 2, /* sbx_set_timeout(ms) */
+    ISO_NET_UPDATE = 3,  /* sbx_network_update(): attached, a sealed memfd holding one packed
+                            Sbx__Isolate__NetPolicy */
+    ISO_NET_STATS = 4,   /* sbx_network_stats(): the reply's stats */
+    ISO_SNAPSHOT = 5,    /* snap_capture_fds(): attached, the files in SNAP_FD_* order */
+    ISO_PAUSE = 6,       /* the same, and the VM stays parked (the parent ends the child next) */
+};
 struct iso_request {
     uint32_t type;
     uint32_t port;
+    uint64_t ms;
 };
 
 struct iso_reply {
-    int32_t rc; /* 0 (the socket is attached) or an SBX_E* code */
+    int32_t rc; /* 0 or an SBX_E* code */
+    uint32_t reserved;
+    sbx_net_stats stats;
+    char msg[1024]; /* rc < 0: why */
 };
+
+#define ISO_MAX_FDS 4 /* descriptors attached to one message */
 
 enum iso_event_type {
     ISO_READY = 1,   /* the sandbox runs: info is filled */
@@ -53,18 +69,38 @@ struct iso_event {
 
 struct sbx;
 
-/* Sends `len` bytes of `msg` on `sock` with `fd` attached (fd < 0: none), never blocking
-   (lib/isolate/wire.c). Returns what sendmsg() does. */
-ssize_t iso_send(int sock, const void *msg, size_t len, int fd);
+/* Sends `len` bytes of `msg` on `sock` with the `nfds` descriptors in `fds` attached, never
+   blocking (lib/isolate/wire.c). Returns what sendmsg() does. */
+ssize_t iso_send(int sock, const void *msg, size_t len, const int *fds, unsigned nfds);
+
+/* Receives one message of at most `cap` bytes and the descriptors attached to it (close-on-
+   exec; those beyond ISO_MAX_FDS are closed), with recvmsg() flags `flags`. Returns what
+   recvmsg() does; *nfds descriptors are in fds. */
+ssize_t iso_recv(int sock, void *buf, size_t cap, int fds[ISO_MAX_FDS], unsigned *nfds, int flags);
+
+/* A sealed memfd holding `len` bytes of `buf` (the way options and policies travel), and its
+   contents read back, at most `max` bytes (malloc'ed; NULL if larger or unreadable). */
+int iso_memfd(const void *buf, size_t len);
+uint8_t *iso_memfd_read(int fd, size_t max, size_t *len);
 
 /* Parent side (lib/isolate/parent.c). */
 
-/* Starts the child for `sb` with options `o` and waits until its sandbox runs (filling
-   sb->info and sb->id) or failed (the handle's message set), within the boot timeout. */
-int iso_start(struct sbx *sb, const sbx_options *o);
+/* Starts the child for `sb` with options `o` (NULL: the defaults), from the snapshot in
+   `snapdir` when `how` is a resume or fork (lib/sandbox.c's enum origin, else 0), and waits
+   until its sandbox runs (filling sb->info and sb->id) or failed (the handle's message set),
+   within the boot timeout. */
+int iso_start(struct sbx *sb, const sbx_options *o, const char *snapdir, unsigned how);
 
 /* A new connection to guest port `port`, from the child. */
 int iso_dial(struct sbx *sb, unsigned port, int *fd);
+
+/* The calls the child carries out for the handle (the handle's message set on failure). */
+int iso_set_timeout(struct sbx *sb, uint64_t ms);
+int iso_network_update(struct sbx *sb, const sbx_net_policy *policy);
+int iso_network_stats(struct sbx *sb, sbx_net_stats *st);
+/* Writes a snapshot of the child's VM to `dir` (created here; the child only gets the open
+   files); with `pause`, the child's VM stays parked. */
+int iso_snapshot(struct sbx *sb, const char *dir, bool pause);
 
 /* Ends the child (it tears its VM down) and releases what iso_start() made. */
 void iso_stop(struct sbx *sb);

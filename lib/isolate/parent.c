@@ -24,14 +24,16 @@
 #include "internal.h"
 #include "isolate.pb-c.h"
 #include "isolate/isolate.h"
+#include "snap/snap.h"
 #include "util/wait.h"
 #include "vmm/serial.h"
 
 #ifndef SBX_VMM_DEFAULT_PATH
 #define SBX_VMM_DEFAULT_PATH "/usr/local/libexec/sbx-vmm"
 #endif
-#define DIAL_MS      10000 /* the child answers a dial at once; this is for a stuck child */
-#define EXIT_WAIT_MS 5000  /* after the control socket closes, before SIGKILL */
+#define DIAL_MS      10000  /* the child answers a dial at once; this is for a stuck child */
+#define SNAPSHOT_MS  600000 /* writing the guest's memory and disk */
+#define EXIT_WAIT_MS 5000   /* after the control socket closes, before SIGKILL */
 
 extern char **environ;
 
@@ -48,8 +50,9 @@ static char **repeated(const char *const *l, size_t *n)
     return (char **)l;
 }
 
-/* The options as one packed message in a sealed memfd; -1 on failure. */
-static int pack_options(const sbx_options *o)
+/* The options (and the snapshot to start from) as one packed message in a sealed memfd; -1
+   on failure. */
+static int pack_options(const sbx_options *o, const char *snapdir, unsigned how)
 {
     static const sbx_options defaults = SBX_OPTIONS_INIT;
     if (!o)
@@ -107,16 +110,16 @@ static int pack_options(const sbx_options *o)
     m.has_max_processes = true;
     m.max_processes = o->max_processes;
 
+    m.snapshot_dir = (char *)snapdir;
+    m.has_origin = how != 0;
+    m.origin = how;
+
     size_t len = sbx__isolate__options__get_packed_size(&m);
     uint8_t *buf = malloc(len ? len : 1);
-    int fd = buf ? memfd_create("sbx-vmm-options", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
-    if (fd >= 0) {
+    int fd = -1;
+    if (buf) {
         sbx__isolate__options__pack(&m, buf);
-        if (write(fd, buf, len) != (ssize_t)len ||
-            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
-            close(fd);
-            fd = -1;
-        }
+        fd = iso_memfd(buf, len);
     }
     free(buf);
     return fd;
@@ -258,6 +261,7 @@ static int await_ready(struct sbx *sb, uint64_t deadline_ns)
             if (idlen == 0 || strspn(ev.info.id, "abcdefghijklmnopqrstuvwxyz0123456789") != idlen)
                 return sbx_seterr(sb, SBX_EPROTO, "isolated mode: the VMM process sent a bad id");
             sb->info = ev.info;
+            atomic_store(&sb->ends_ns, ev.info.ends_ns); /* shown only; the child enforces it */
             sb->features = ev.features;
             snprintf(sb->id, sizeof(sb->id), "%s", ev.info.id);
             return 0;
@@ -267,7 +271,7 @@ static int await_ready(struct sbx *sb, uint64_t deadline_ns)
     }
 }
 
-int iso_start(struct sbx *sb, const sbx_options *o)
+int iso_start(struct sbx *sb, const sbx_options *o, const char *snapdir, unsigned how)
 {
     const char *path = getenv("SBX_VMM_PATH");
     if (!path || !*path)
@@ -277,13 +281,13 @@ int iso_start(struct sbx *sb, const sbx_options *o)
                           "isolated mode: the VMM program %s: %s (SBX_VMM_PATH names another)",
                           path, strerror(errno));
     int cg_fd = -1;
-    if (o->cgroup) {
+    if (sb->iso_cgroup) {
         char procs[4096];
-        snprintf(procs, sizeof(procs), "%s/cgroup.procs", o->cgroup);
+        snprintf(procs, sizeof(procs), "%s/cgroup.procs", sb->iso_cgroup);
         if ((cg_fd = open(procs, O_WRONLY | O_CLOEXEC)) < 0)
             return sbx_seterr(sb, SBX_EINVAL, "options.cgroup: %s: %s", procs, strerror(errno));
     }
-    int opts_fd = pack_options(o), sv[2] = {-1, -1}, cp[2] = {-1, -1};
+    int opts_fd = pack_options(o, snapdir, how), sv[2] = {-1, -1}, cp[2] = {-1, -1};
     int r = 0;
     if (opts_fd < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
         pipe2(cp, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -325,53 +329,129 @@ int iso_start(struct sbx *sb, const sbx_options *o)
     return 0;
 }
 
-int iso_dial(struct sbx *sb, unsigned port, int *fd)
+/* Sends a request with `nfds` descriptors attached and waits up to `ms` for the reply (the
+   child's message becomes the handle's). With `fd`, the reply must carry a socket, which goes
+   there. Returns 0 or an SBX_E* code. */
+static int call(struct sbx *sb, const struct iso_request *rq, const int *fds, unsigned nfds,
+                struct iso_reply *rep, int *fd, int ms)
 {
-    *fd = -1;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return SBX_EIO;
-    struct iso_request rq = {ISO_DIAL, port};
-    ssize_t sent = iso_send(sb->iso_ctl, &rq, sizeof(rq), sv[1]);
+    if (fd)
+        *fd = -1;
+    int sv[2], att[ISO_MAX_FDS];
+    if (nfds >= ISO_MAX_FDS || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return sbx_seterr(sb, SBX_EIO, "isolated mode: socketpair: %s", strerror(errno));
+    att[0] = sv[1];
+    memcpy(att + 1, fds, nfds * sizeof(int));
+    ssize_t sent = iso_send(sb->iso_ctl, rq, sizeof(*rq), att, nfds + 1);
     close(sv[1]);
     int r = SBX_EDEAD;
-    if (sent == (ssize_t)sizeof(rq)) {
+    const char *why = "the isolated VMM process is gone";
+    if (sent == (ssize_t)sizeof(*rq)) {
         struct pollfd p = {sv[0], POLLIN, 0};
-        struct iso_reply rep;
-        char rbuf[CMSG_SPACE(sizeof(int) * 4)];
-        struct iovec riov = {&rep, sizeof(rep)};
-        struct msghdr rh = {
-            .msg_iov = &riov, .msg_iovlen = 1, .msg_control = rbuf, .msg_controllen = sizeof(rbuf)};
-        ssize_t n = poll(&p, 1, DIAL_MS) == 1 ? recvmsg(sv[0], &rh, MSG_CMSG_CLOEXEC) : -1;
-        int got = -1;
-        for (struct cmsghdr *k = n > 0 ? CMSG_FIRSTHDR(&rh) : NULL; k; k = CMSG_NXTHDR(&rh, k)) {
-            if (k->cmsg_level != SOL_SOCKET || k->cmsg_type != SCM_RIGHTS)
-                continue;
-            size_t nfd = (k->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < nfd; i++) {
-                int f;
-                memcpy(&f, CMSG_DATA(k) + i * sizeof(int), sizeof(int));
-                if (got < 0)
-                    got = f;
-                else
-                    close(f); /* one socket per reply; extras from a broken child go */
-            }
-        }
+        int got[ISO_MAX_FDS], pr;
+        unsigned ngot = 0;
+        while ((pr = poll(&p, 1, ms)) < 0 && errno == EINTR)
+            ;
+        ssize_t n = pr == 1 ? iso_recv(sv[0], rep, sizeof(*rep), got, &ngot, 0) : -1;
         struct stat st;
-        if (n == (ssize_t)sizeof(rep) && rep.rc == 0 && got >= 0 && fstat(got, &st) == 0 &&
-            S_ISSOCK(st.st_mode) && fcntl(got, F_SETFL, O_NONBLOCK) == 0) {
-            *fd = got;
-            got = -1;
+        rep->msg[sizeof(rep->msg) - 1] = 0;
+        if (pr == 0) {
+            r = SBX_ETIMEDOUT;
+            why = "the isolated VMM process did not answer in time";
+        } else if (n <= 0) {
+            /* closed without a word: the child is gone */
+        } else if (n != (ssize_t)sizeof(*rep) || rep->rc > 0 || rep->rc < SBX_EAGAIN ||
+                   (rep->rc == 0 && fd && ngot != 1) || (rep->rc < 0 && !rep->msg[0])) {
+            r = SBX_EPROTO;
+            why = "the isolated VMM process sent a reply that makes no sense";
+        } else if (rep->rc < 0) {
+            r = rep->rc;
+            why = rep->msg;
+        } else if (!fd) {
             r = 0;
-        } else if (n == (ssize_t)sizeof(rep) && rep.rc < 0 && rep.rc >= SBX_EAGAIN) {
-            r = rep.rc;
-        } else if (n >= 0) {
-            r = SBX_EPROTO; /* a reply that makes no sense */
+        } else if (fstat(got[0], &st) == 0 && S_ISSOCK(st.st_mode) &&
+                   fcntl(got[0], F_SETFL, O_NONBLOCK) == 0) {
+            *fd = got[0];
+            got[0] = -1;
+            r = 0;
+        } else {
+            r = SBX_EPROTO;
+            why = "the isolated VMM process sent something that is not a socket";
         }
-        if (got >= 0)
-            close(got);
+        for (unsigned i = 0; i < ngot; i++)
+            if (got[i] >= 0)
+                close(got[i]);
     }
     close(sv[0]);
+    return r == 0 ? 0 : sbx_seterr(sb, r, "%s", why);
+}
+
+int iso_dial(struct sbx *sb, unsigned port, int *fd)
+{
+    struct iso_request rq = {.type = ISO_DIAL, .port = port};
+    struct iso_reply rep;
+    return call(sb, &rq, NULL, 0, &rep, fd, DIAL_MS);
+}
+
+int iso_set_timeout(struct sbx *sb, uint64_t ms)
+{
+    struct iso_request rq = {.type = ISO_SET_TIMEOUT, .ms = ms};
+    struct iso_reply rep;
+    return call(sb, &rq, NULL, 0, &rep, NULL, DIAL_MS);
+}
+
+int iso_network_update(struct sbx *sb, const sbx_net_policy *policy)
+{
+    Sbx__Isolate__NetPolicy m = SBX__ISOLATE__NET_POLICY__INIT;
+    m.has_block_internet = true;
+    m.block_internet = policy->block_internet != 0;
+    m.allow_out = repeated(policy->allow_out, &m.n_allow_out);
+    m.has_allow_out_given = m.allow_out_given = policy->allow_out != NULL;
+    m.deny_out = repeated(policy->deny_out, &m.n_deny_out);
+    m.has_deny_out_given = m.deny_out_given = policy->deny_out != NULL;
+    size_t len = sbx__isolate__net_policy__get_packed_size(&m);
+    uint8_t *buf = malloc(len ? len : 1);
+    int mfd = -1;
+    if (buf) {
+        sbx__isolate__net_policy__pack(&m, buf);
+        mfd = iso_memfd(buf, len);
+    }
+    free(buf);
+    if (mfd < 0)
+        return sbx_seterr(sb, SBX_ENOMEM, "sbx_network_update: cannot pass the policy: %s",
+                          strerror(errno));
+    struct iso_request rq = {.type = ISO_NET_UPDATE};
+    struct iso_reply rep;
+    int r = call(sb, &rq, &mfd, 1, &rep, NULL, DIAL_MS);
+    close(mfd);
+    return r;
+}
+
+int iso_network_stats(struct sbx *sb, sbx_net_stats *st)
+{
+    struct iso_request rq = {.type = ISO_NET_STATS};
+    struct iso_reply rep;
+    int r = call(sb, &rq, NULL, 0, &rep, NULL, DIAL_MS);
+    if (r == 0)
+        *st = rep.stats;
+    return r;
+}
+
+int iso_snapshot(struct sbx *sb, const char *dir, bool pause)
+{
+    int fds[SNAP_NFDS];
+    char err[SBX_ERRMSG_MAX];
+    int r = snap_files_create(dir, fds, err, sizeof(err));
+    if (r < 0)
+        return sbx_seterr(sb, r, "%s", err);
+    struct iso_request rq = {.type = pause ? ISO_PAUSE : ISO_SNAPSHOT};
+    struct iso_reply rep;
+    r = call(sb, &rq, fds, SNAP_NFDS, &rep, NULL, SNAPSHOT_MS);
+    snap_files_close(fds);
+    if (r == 0 && (r = snap_files_commit(dir, err, sizeof(err))) < 0)
+        sbx_seterr(sb, r, "%s", err);
+    if (r < 0)
+        snap_remove(dir);
     return r;
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "isolate/isolate.h"
 #include "net/net.h"
 
 static void to_filter_policy(const sbx_net_policy *p, struct netfilter_policy *out)
@@ -130,10 +131,10 @@ int sbx_network_update(sbx *sb, const sbx_net_policy *policy)
     if (st != SBX_STATE_RUNNING)
         return sbx_seterr(sb, st == SBX_STATE_FAILED ? SBX_EDEAD : SBX_ESTATE,
                           "sbx_network_update: the sandbox is not running");
+    if (sb->isolated && sb->network != SBX_NET_NONE)
+        return iso_network_update(sb, policy);
     if (!sb->net)
-        return sbx_seterr(sb, SBX_ENOTSUP, "sbx_network_update: %s",
-                          sb->isolated ? "not available in the isolated mode (yet)"
-                                       : "the sandbox has no network");
+        return sbx_seterr(sb, SBX_ENOTSUP, "sbx_network_update: the sandbox has no network");
     struct netfilter_policy p;
     to_filter_policy(policy, &p);
     char err[512];
@@ -148,10 +149,10 @@ int sbx_network_stats(sbx *sb, sbx_net_stats *st)
     if (!st)
         return sbx_seterr(sb, SBX_EINVAL, "sbx_network_stats: st is NULL");
     memset(st, 0, sizeof(*st));
+    if (sb->isolated && sb->network != SBX_NET_NONE)
+        return iso_network_stats(sb, st);
     if (!sb->net)
-        return sbx_seterr(sb, SBX_ENOTSUP, "sbx_network_stats: %s",
-                          sb->isolated ? "not available in the isolated mode (yet)"
-                                       : "the sandbox has no network");
+        return sbx_seterr(sb, SBX_ENOTSUP, "sbx_network_stats: the sandbox has no network");
     struct net_stats s;
     net_get_stats(sb->net, &s);
     st->tx_frames = s.dev.tx_frames;

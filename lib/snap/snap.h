@@ -17,15 +17,37 @@ struct vcpu;
 #define SNAP_MEMORY_FILE "memory"
 #define SNAP_DISK_FILE   "disk.diff"
 
+/* A snapshot being written: the state file has this name until it is complete. */
+#define SNAP_STATE_PARTIAL "state.partial"
+
 /*
  * Writes the running sandbox to `dir` (created; must not exist): vCPU, VM and device state,
  * guest memory, and the root disk's changes as a diff layer over the layers it keeps by path.
  * The vCPUs and the device thread stand still meanwhile and go on afterwards, unless
  * `stay_parked` (a pause: the VM is torn down next, nothing it did after the capture may
- * happen). Returns 0 or an
- * SBX_E* code with the handle's message set.
+ * happen). The state file is named last: its presence marks a complete snapshot. Returns 0
+ * or an SBX_E* code with the handle's message set (and `dir` removed).
  */
 int snap_capture(struct sbx *sb, const char *dir, bool stay_parked);
+
+/* snap_capture() in steps, for a VMM that may not open files (the isolated mode's child):
+   snap_files_create() makes `dir` and its empty files (state under SNAP_STATE_PARTIAL);
+   snap_capture_fds() writes the snapshot into them, needing no path (snap_pin() made the ones
+   it records absolute); snap_files_commit() names the state file. Errors of the first and
+   last are SBX_E* codes with the message in err. */
+enum { SNAP_FD_STATE, SNAP_FD_MEMORY, SNAP_FD_DISK, SNAP_NFDS };
+int snap_files_create(const char *dir, int fds[SNAP_NFDS], char *err, size_t errlen);
+int snap_capture_fds(struct sbx *sb, const int fds[SNAP_NFDS], bool stay_parked);
+int snap_files_commit(const char *dir, char *err, size_t errlen);
+void snap_files_close(int fds[SNAP_NFDS]);
+
+/* Lets a VM parked by snap_capture_fds(.., stay_parked) go on. */
+void snap_unpark(struct sbx *sb);
+
+/* Records what a snapshot names by path while the files are reachable: the root image's
+   identity (size and head checksum) and the kept layers' absolute paths. Called by the first
+   snapshot, or before the isolated mode's child gives up its file system. */
+int snap_pin(struct sbx *sb);
 
 /* Reads and checks the snapshot in `dir` for sbx_create(): the state file's header, checksum
    and every value, the memory file's size, the disk layers. Sets sb->restore, the resources

@@ -217,7 +217,7 @@ static void save_serial(struct serial *s, Sbx__Snap__Serial *out)
 }
 
 /* Fills the state of a parked VM. Returns 0 or an SBX_E* code (message set). */
-static int save_state(struct sbx *sb, struct capture *c, const char *dir)
+static int save_state(struct sbx *sb, struct capture *c)
 {
     sbx__snap__state__init(&c->st);
     c->st.format = SNAP_FORMAT;
@@ -310,19 +310,17 @@ static int save_state(struct sbx *sb, struct capture *c, const char *dir)
     sbx__snap__layer__init(&c->base);
     c->disk.size = virtio_blk_size(sb->root_disk);
     c->base.path = sb->rootfs_path;
-    if (file_identity(sb->rootfs_path, &c->base.size, &c->base.head_crc) < 0)
-        return sbx_seterr(sb, SBX_EIO, "reading the root image %s: %s", sb->rootfs_path,
-                          strerror(errno));
+    if ((r = snap_pin(sb)) < 0)
+        return r;
+    c->base.size = sb->base_size;
+    c->base.head_crc = sb->base_crc;
     c->disk.image = &c->base;
     for (unsigned i = 0; i <= keep; i++) {
         Sbx__Snap__Layer *l = &c->layers[i];
         sbx__snap__layer__init(l);
         if (i < keep) {
             l->durable = true;
-            l->path = c->layer_paths[i] = realpath(sb->root_layers[i], NULL);
-            if (!l->path)
-                return sbx_seterr(sb, SBX_EIO, "disk layer %s: %s", sb->root_layers[i],
-                                  strerror(errno));
+            l->path = c->layer_paths[i] = strdup(sb->root_layers[i]); /* absolute: snap_pin */
         } else {
             l->path = c->layer_paths[i] = strdup(SNAP_DISK_FILE); /* relative to the snapshot */
             if (!l->path)
@@ -347,12 +345,11 @@ static int save_state(struct sbx *sb, struct capture *c, const char *dir)
     c->session.n_metadata = sb->nmeta;
     c->session.metadata = c->meta;
     c->st.session = &c->session;
-    (void)dir;
     return 0;
 }
 
-/* Writes the header and the packed state to dir/state. */
-static int write_state_file(struct sbx *sb, const Sbx__Snap__State *st, const char *dir)
+/* Writes the header and the packed state to the state file. */
+static int write_state_file(struct sbx *sb, const Sbx__Snap__State *st, int fd)
 {
     size_t len = sbx__snap__state__get_packed_size(st);
     uint8_t *buf = malloc(SNAP_HEADER_SIZE + len);
@@ -360,32 +357,19 @@ static int write_state_file(struct sbx *sb, const Sbx__Snap__State *st, const ch
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     sbx__snap__state__pack(st, buf + SNAP_HEADER_SIZE);
     snap_header_write(buf, len);
-    char *path = path_join(dir, SNAP_STATE_FILE);
-    int fd = path ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
     int r = 0;
-    if (fd < 0 || write_all(fd, buf, SNAP_HEADER_SIZE + len, 0) < 0 || fsync(fd) < 0)
-        r = sbx_seterr(sb, SBX_EIO, "writing %s: %s", path ? path : dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(path);
+    if (write_all(fd, buf, SNAP_HEADER_SIZE + len, 0) < 0 || fsync(fd) < 0)
+        r = sbx_seterr(sb, SBX_EIO, "writing the snapshot's state: %s", strerror(errno));
     free(buf);
     return r;
 }
 
-static int write_file(struct sbx *sb, const char *dir, const char *name,
+static int write_file(struct sbx *sb, int fd, const char *what,
                       int (*fn)(struct sbx *, int, void *), void *arg)
 {
-    char *path = path_join(dir, name);
-    if (!path)
-        return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    int r = fd < 0 ? sbx_seterr(sb, SBX_EIO, "creating %s: %s", path, strerror(errno))
-                   : fn(sb, fd, arg);
+    int r = fn(sb, fd, arg);
     if (r == 0 && fsync(fd) < 0)
-        r = sbx_seterr(sb, SBX_EIO, "writing %s: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(path);
+        r = sbx_seterr(sb, SBX_EIO, "writing the snapshot's %s: %s", what, strerror(errno));
     return r;
 }
 
@@ -404,7 +388,73 @@ static int disk_fn(struct sbx *sb, int fd, void *arg)
     return r < 0 ? sbx_seterr(sb, r, "%s", err) : 0;
 }
 
-int snap_capture(struct sbx *sb, const char *dir, bool stay_parked)
+int snap_pin(struct sbx *sb)
+{
+    if (sb->base_pinned)
+        return 0;
+    if (!sb->rootfs_path || file_identity(sb->rootfs_path, &sb->base_size, &sb->base_crc) < 0)
+        return sbx_seterr(sb, SBX_EIO, "reading the root image %s: %s",
+                          sb->rootfs_path ? sb->rootfs_path : "(none)", strerror(errno));
+    for (unsigned i = 0; i < sb->root_durable; i++) {
+        char *abs = realpath(sb->root_layers[i], NULL);
+        if (!abs)
+            return sbx_seterr(sb, SBX_EIO, "disk layer %s: %s", sb->root_layers[i],
+                              strerror(errno));
+        free(sb->root_layers[i]);
+        sb->root_layers[i] = abs;
+    }
+    sb->base_pinned = true;
+    return 0;
+}
+
+int snap_files_create(const char *dir, int fds[SNAP_NFDS], char *err, size_t errlen)
+{
+    static const char *const names[SNAP_NFDS] = {SNAP_STATE_PARTIAL, SNAP_MEMORY_FILE,
+                                                 SNAP_DISK_FILE};
+    for (int i = 0; i < SNAP_NFDS; i++)
+        fds[i] = -1;
+    if (mkdir(dir, 0700) < 0) {
+        snprintf(err, errlen, "creating %s: %s", dir, strerror(errno));
+        return errno == EEXIST ? SBX_EEXIST : SBX_EIO;
+    }
+    for (int i = 0; i < SNAP_NFDS; i++) {
+        char *path = path_join(dir, names[i]);
+        fds[i] = path ? open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+        if (fds[i] < 0) {
+            snprintf(err, errlen, "creating %s: %s", path ? path : dir, strerror(errno));
+            free(path);
+            snap_files_close(fds);
+            snap_remove(dir);
+            return SBX_EIO;
+        }
+        free(path);
+    }
+    return 0;
+}
+
+void snap_files_close(int fds[SNAP_NFDS])
+{
+    for (int i = 0; i < SNAP_NFDS; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+int snap_files_commit(const char *dir, char *err, size_t errlen)
+{
+    char *from = path_join(dir, SNAP_STATE_PARTIAL), *to = path_join(dir, SNAP_STATE_FILE);
+    int r = 0;
+    if (!from || !to || rename(from, to) < 0) {
+        snprintf(err, errlen, "completing the snapshot %s: %s", dir, strerror(errno));
+        r = SBX_EIO;
+    }
+    free(from);
+    free(to);
+    return r;
+}
+
+int snap_capture_fds(struct sbx *sb, const int fds[SNAP_NFDS], bool stay_parked)
 {
     if (sb->ndisks)
         return sbx_seterr(sb, SBX_ENOTSUP,
@@ -416,12 +466,8 @@ int snap_capture(struct sbx *sb, const char *dir, bool stay_parked)
                           "supported");
     if (!sb->root_disk || !sb->vcpu)
         return sbx_seterr(sb, SBX_ESTATE, "the sandbox has no VM to snapshot");
-    if (mkdir(dir, 0700) < 0)
-        return sbx_seterr(sb, errno == EEXIST ? SBX_EEXIST : SBX_EIO, "creating %s: %s", dir,
-                          strerror(errno));
     int r = vcpu_park_all(sb, PARK_MS);
     if (r < 0) {
-        rmdir(dir);
         if (r == -ETIMEDOUT)
             return sbx_seterr(sb, SBX_ETIMEDOUT, "the vCPUs did not stop within %d ms", PARK_MS);
         return sbx_seterr(sb, SBX_EDEAD, "the sandbox stopped");
@@ -429,21 +475,41 @@ int snap_capture(struct sbx *sb, const char *dir, bool stay_parked)
     vm_io_pause(sb);
     struct capture *c = calloc(1, sizeof(*c));
     uint64_t mem_bytes = 0, disk_bytes = 0;
-    r = c ? save_state(sb, c, dir) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
+    r = c ? save_state(sb, c) : sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     if (r == 0)
-        r = write_file(sb, dir, SNAP_MEMORY_FILE, memory_fn, &mem_bytes);
+        r = write_file(sb, fds[SNAP_FD_MEMORY], "memory", memory_fn, &mem_bytes);
     if (r == 0)
-        r = write_file(sb, dir, SNAP_DISK_FILE, disk_fn, &disk_bytes);
+        r = write_file(sb, fds[SNAP_FD_DISK], "disk", disk_fn, &disk_bytes);
     if (r == 0)
-        r = write_state_file(sb, &c->st, dir); /* last: its presence marks a complete snapshot */
+        r = write_state_file(sb, &c->st, fds[SNAP_FD_STATE]);
     if (c) {
         capture_free(c, sb->vcpus);
         free(c);
     }
-    if (r < 0 || !stay_parked) {
-        if (vm_io_resume(sb) < 0)
-            sbx_stop(sb, SBX_STATE_FAILED, "cannot restart the device thread after a snapshot");
-        vcpu_unpark_all(sb);
+    if (r < 0 || !stay_parked)
+        snap_unpark(sb);
+    return r;
+}
+
+void snap_unpark(struct sbx *sb)
+{
+    vm_io_resume(sb);
+    vcpu_unpark_all(sb);
+}
+
+int snap_capture(struct sbx *sb, const char *dir, bool stay_parked)
+{
+    int fds[SNAP_NFDS];
+    char err[SBX_ERRMSG_MAX];
+    int r = snap_files_create(dir, fds, err, sizeof(err));
+    if (r < 0)
+        return sbx_seterr(sb, r, "%s", err);
+    r = snap_capture_fds(sb, fds, stay_parked);
+    snap_files_close(fds);
+    if (r == 0 && (r = snap_files_commit(dir, err, sizeof(err))) < 0) {
+        sbx_seterr(sb, r, "%s", err);
+        if (stay_parked)
+            snap_unpark(sb);
     }
     if (r < 0)
         snap_remove(dir);
@@ -452,7 +518,8 @@ int snap_capture(struct sbx *sb, const char *dir, bool stay_parked)
 
 int snap_remove(const char *dir)
 {
-    static const char *const files[] = {SNAP_STATE_FILE, SNAP_MEMORY_FILE, SNAP_DISK_FILE};
+    static const char *const files[] = {SNAP_STATE_FILE, SNAP_STATE_PARTIAL, SNAP_MEMORY_FILE,
+                                        SNAP_DISK_FILE};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char *p = path_join(dir, files[i]);
         if (p)

@@ -89,6 +89,15 @@ static const unsigned long vcpu_ioctls[] = {
 static const unsigned long device_ioctls[] = {
     KVM_IRQ_LINE, /* legacy interrupts raised by device work */
 };
+/* The isolated mode's main thread: reading the VM's state for a snapshot (lib/vmm/x86/state.c,
+   lib/snap/snapshot.c). Nothing that changes the VM. */
+static const unsigned long server_ioctls[] = {
+    KVM_CHECK_EXTENSION, KVM_GET_TSC_KHZ,     KVM_GET_MP_STATE,       KVM_GET_REGS,
+    KVM_GET_SREGS,       KVM_GET_XSAVE,       KVM_GET_XSAVE2,         KVM_GET_XCRS,
+    KVM_GET_DEBUGREGS,   KVM_GET_LAPIC,       KVM_GET_MSR_INDEX_LIST, KVM_GET_MSRS,
+    KVM_GET_CPUID2,      KVM_GET_VCPU_EVENTS, KVM_GET_IRQCHIP,        KVM_GET_PIT2,
+    KVM_GET_CLOCK,       KVM_KVMCLOCK_CTRL,
+};
 
 static int add_calls(scmp_filter_ctx ctx, const int *calls, size_t n)
 {
@@ -126,10 +135,16 @@ static int build(scmp_filter_ctx ctx, enum thread_role role)
     if (role == THREAD_VCPU)
         return add_ioctls(ctx, vcpu_ioctls, N(vcpu_ioctls));
     if (role == THREAD_SERVER) {
-        /* Requests and replies with sockets attached; a connection is a socketpair. */
-        static const int server_calls[] = {SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(sendto),
-                                           SCMP_SYS(fcntl), SCMP_SYS(exit_group)};
-        if ((r = add_calls(ctx, server_calls, N(server_calls))) < 0)
+        /* Requests and replies with descriptors attached; a connection is a socketpair; the
+           files of a snapshot (opened by the parent) and a policy's memfd; the lifetime's
+           timer. */
+        static const int server_calls[] = {
+            SCMP_SYS(recvmsg),    SCMP_SYS(sendmsg),        SCMP_SYS(sendto),    SCMP_SYS(fcntl),
+            SCMP_SYS(exit_group), SCMP_SYS(pread64),        SCMP_SYS(pwrite64),  SCMP_SYS(lseek),
+            SCMP_SYS(ftruncate),  SCMP_SYS(fsync),          SCMP_SYS(fdatasync), SCMP_SYS(fstat),
+            SCMP_SYS(newfstatat), SCMP_SYS(timerfd_settime)};
+        if ((r = add_calls(ctx, server_calls, N(server_calls))) < 0 ||
+            (r = add_ioctls(ctx, server_ioctls, N(server_ioctls))) < 0)
             return r;
         return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
                                 SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)AF_UNIX));

@@ -531,11 +531,28 @@ static void *io_thread(void *arg)
         if (r < 0) {
             sbx_stop(sb, SBX_STATE_FAILED,
                      "the device thread cannot install its seccomp filter: %s", strerror(-r));
+            pthread_mutex_lock(&sb->park_lock);
+            sb->io_parked = true; /* for good: a pause need not wait for it */
+            pthread_cond_broadcast(&sb->park_cond);
+            pthread_mutex_unlock(&sb->park_lock);
             return NULL;
         }
     }
-    event_base_loop(sb->evbase, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
+    for (;;) {
+        event_base_loop(sb->evbase, EVLOOP_NO_EXIT_ON_EMPTY);
+        /* The loop was broken: to park (a snapshot) or to end. */
+        pthread_mutex_lock(&sb->park_lock);
+        while (sb->io_ctl == IO_PARK) {
+            sb->io_parked = true;
+            pthread_cond_broadcast(&sb->park_cond);
+            pthread_cond_wait(&sb->park_cond, &sb->park_lock);
+        }
+        sb->io_parked = false;
+        bool quit = sb->io_ctl == IO_QUIT;
+        pthread_mutex_unlock(&sb->park_lock);
+        if (quit)
+            return NULL;
+    }
 }
 
 /* The seccomp filter a new thread of this role enters first, or NULL if the sandbox has none;
@@ -566,29 +583,49 @@ static int start_io(struct sbx *sb)
         sb->io_filter = NULL;
         return sbx_seterr(sb, SBX_ENOMEM, "cannot start the device thread: %s", strerror(r));
     }
+    sb->io_ctl = IO_RUN;
     sb->io_running = true;
     return 0;
+}
+
+/* Tells the device thread what to do next and breaks its loop. */
+static void io_control(struct sbx *sb, int ctl)
+{
+    pthread_mutex_lock(&sb->park_lock);
+    sb->io_ctl = ctl;
+    pthread_cond_broadcast(&sb->park_cond);
+    pthread_mutex_unlock(&sb->park_lock);
+    uint64_t one = 1;
+    if (ctl != IO_RUN)
+        (void)!write(sb->io_stop_fd, &one, sizeof(one));
 }
 
 static void stop_io(struct sbx *sb)
 {
     if (!sb->io_running)
         return;
-    uint64_t one = 1;
-    ssize_t n = write(sb->io_stop_fd, &one, sizeof(one));
-    (void)n;
+    io_control(sb, IO_QUIT);
     pthread_join(sb->io_thread, NULL);
     sb->io_running = false;
 }
 
+/* The device thread stands still (no thread is started or ended: the isolated mode's child
+   snapshots under a seccomp filter that allows no clone). */
 void vm_io_pause(struct sbx *sb)
 {
-    stop_io(sb);
+    if (!sb->io_running)
+        return;
+    io_control(sb, IO_PARK);
+    pthread_mutex_lock(&sb->park_lock);
+    while (!sb->io_parked && sb->io_ctl == IO_PARK)
+        pthread_cond_wait(&sb->park_cond, &sb->park_lock);
+    pthread_mutex_unlock(&sb->park_lock);
 }
 
-int vm_io_resume(struct sbx *sb)
+void vm_io_resume(struct sbx *sb)
 {
-    return sb->io_running ? 0 : start_io(sb);
+    if (sb->io_running)
+        io_control(sb, IO_RUN);
 }
 
 static int start_vcpus(struct sbx *sb)

@@ -20,10 +20,10 @@ void vm_teardown_async(struct sbx *sb);
 void vm_release_fd(struct sbx *sb, int fd);
 void vm_release_map(struct sbx *sb, void *addr, size_t len);
 
-/* Stops the device thread (its loop keeps every event) and starts it again: while it stands
+/* Parks the device thread (its loop keeps every event) and lets it go on: while it stands
    still, no device touches guest memory or its own state. */
 void vm_io_pause(struct sbx *sb);
-int vm_io_resume(struct sbx *sb);
+void vm_io_resume(struct sbx *sb);
 
 /* Host-side connection to the guest's vsock port (see virtio_vsock_connect). */
 int vm_vsock_connect(struct sbx *sb, unsigned port, int *fd);

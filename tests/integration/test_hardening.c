@@ -232,10 +232,127 @@ SBX_TEST(isolated_mode)
     itest_expect(sb, NULL, "getent hosts sbx-test.example | cut -d' ' -f1", "10.9.8.7\n");
     char console[4096];
     CHECK(sbx_console(sb, console, sizeof(console)) > 0); /* forwarded by the child */
-    CHECK_RC(sb, sbx_snapshot(sb, "/tmp/never"), SBX_ENOTSUP);
 
     sbx_destroy(sb);
     CHECK(kill(child, 0) < 0 && errno == ESRCH); /* reaped */
+}
+
+/* The VMM processes this process started. */
+static unsigned vmm_children(void)
+{
+    DIR *d = opendir("/proc");
+    CHECK(d != NULL);
+    struct dirent *e;
+    unsigned n = 0;
+    while ((e = readdir(d))) {
+        char path[300], line[512], comm[64] = "";
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "re");
+        int pid = 0, ppid = 0;
+        if (f && fgets(line, sizeof(line), f) &&
+            sscanf(line, "%d (%63[^)]) %*c %d", &pid, comm, &ppid) == 3 && ppid == getpid() &&
+            strcmp(comm, "sbx-vmm") == 0)
+            n++;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+static void expect_mark(sbx *sb)
+{
+    itest_expect(sb, NULL, "cat /home/user/mark", "written before\n");
+}
+
+/* The whole API in the isolated mode: the lifetime, the egress policy and its counters,
+   snapshots (and sandboxes from them), fork, pause and resume; the copies are isolated too,
+   their snapshots written by the jailed child into files it was handed. */
+SBX_TEST(isolated_snapshots_policy_lifetime)
+{
+    char dir[] = "/tmp/sbx-iso-XXXXXX", snap[64], paused[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(snap, sizeof(snap), "%s/snap", dir);
+    snprintf(paused, sizeof(paused), "%s/paused", dir);
+    sbx_options o = isolated_options();
+    static const char *const hosts[] = {"sbx-test.example=10.9.8.7", NULL};
+    o.hosts = hosts;
+    sbx *sb = NULL;
+    CHECK_OK(sb, sbx_create(&sb, &o));
+    itest_expect(sb, NULL, "echo written before > /home/user/mark && sync", "");
+
+    /* Lifetime. */
+    CHECK_OK(sb, sbx_set_timeout(sb, 600000));
+    sbx_info info;
+    CHECK_OK(sb, sbx_get_info(sb, &info));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    CHECK(info.ends_ns > now_ns + 590000000000ull && info.ends_ns < now_ns + 610000000000ull);
+
+    /* Egress policy and counters, kept by the child's device. */
+    sbx_net_stats st0, st1;
+    CHECK_OK(sb, sbx_network_stats(sb, &st0));
+    itest_expect(sb, NULL, "getent hosts sbx-test.example | cut -d' ' -f1", "10.9.8.7\n");
+    static const char *const bad[] = {"not a rule!", NULL};
+    sbx_net_policy p = {0, NULL, bad};
+    CHECK_RC(sb, sbx_network_update(sb, &p), SBX_EINVAL);
+    printf("a bad rule: %s\n", sbx_errmsg(sb));
+    CHECK(strstr(sbx_errmsg(sb), "not a rule!") != NULL);
+    sbx_net_policy block = {1, NULL, NULL};
+    CHECK_OK(sb, sbx_network_update(sb, &block));
+    itest_expect(sb, NULL,
+                 "for i in 1 2 3; do bash -c 'echo x > /dev/udp/192.0.2.1/9'; done; echo sent",
+                 "sent\n");
+    CHECK_OK(sb, sbx_network_stats(sb, &st1));
+    printf("tx %llu -> %llu frames, blocked %llu -> %llu\n", (unsigned long long)st0.tx_frames,
+           (unsigned long long)st1.tx_frames, (unsigned long long)st0.blocked,
+           (unsigned long long)st1.blocked);
+    CHECK(st1.tx_frames > st0.tx_frames && st1.blocked >= st0.blocked + 3);
+
+    /* A snapshot, and a sandbox from it. */
+    double t0 = itest_ms();
+    CHECK_OK(sb, sbx_snapshot(sb, snap));
+    printf("snapshot: %.0f ms\n", itest_ms() - t0);
+    itest_expect(sb, NULL, "echo still running", "still running\n");
+    sbx_options t = isolated_options();
+    t.template_name = snap;
+    sbx *from = NULL;
+    CHECK_OK(from, sbx_create(&from, &t));
+    expect_mark(from);
+
+    /* A fork: isolated like its parent. */
+    sbx *copy[1] = {NULL};
+    CHECK_OK(sb, sbx_fork(sb, 1, NULL, copy));
+    expect_mark(copy[0]);
+    unsigned all, filtered;
+    count_threads("sbx-vcpu", &all, &filtered);
+    CHECK(vmm_children() == 3 && all == 0);
+
+    /* Pause and resume: the same sandbox, in a new child. */
+    CHECK_OK(sb, sbx_get_info(sb, &info));
+    char id[32];
+    snprintf(id, sizeof(id), "%s", info.id);
+    CHECK_OK(sb, sbx_pause(sb, paused));
+    CHECK(sbx_state(sb) == SBX_STATE_PAUSED);
+    sbx_destroy(sb);
+    sbx_options r = isolated_options();
+    sbx *back = NULL;
+    t0 = itest_ms();
+    CHECK_OK(back, sbx_resume(&back, paused, &r));
+    printf("resume: %.0f ms\n", itest_ms() - t0);
+    CHECK_OK(back, sbx_get_info(back, &info));
+    CHECK(strcmp(info.id, id) == 0);
+    expect_mark(back);
+    CHECK(vmm_children() == 3);
+
+    sbx_destroy(back);
+    sbx_destroy(copy[0]);
+    sbx_destroy(from);
+    CHECK(vmm_children() == 0);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
 }
 
 /* The VMM process dies: the sandbox fails saying so, no call hangs. */
@@ -484,6 +601,7 @@ SBX_TEST(killed_while_pausing)
 }
 
 ITEST_MAIN(ITEST(seccomp_filters_sandbox_threads), ITEST(no_seccomp_option), ITEST(isolated_mode),
-           ITEST(isolated_vmm_killed), ITEST(isolated_without_network), ITEST(isolated_in_a_cgroup),
+           ITEST(isolated_snapshots_policy_lifetime), ITEST(isolated_vmm_killed),
+           ITEST(isolated_without_network), ITEST(isolated_in_a_cgroup),
            ITEST(interrupt_from_a_signal_handler), ITEST(killed_while_pausing),
            ITEST(destroy_during_calls), ITEST(fork_bomb_contained))
