@@ -113,7 +113,7 @@ typedef struct sbx_net_policy {
     const char *const *deny_out;  /* or NULL */
 } sbx_net_policy;
 
-#define SBX_OPTIONS_VERSION 4
+#define SBX_OPTIONS_VERSION 5
 
 typedef struct sbx_options {
     unsigned version; /* SBX_OPTIONS_VERSION */
@@ -193,10 +193,11 @@ typedef struct sbx_options {
        sbx-vmm: $SBX_VMM_PATH, else LIBEXECDIR/sbx-vmm) started in new mount, PID, IPC and UTS
        namespaces (and a new network namespace when network is SBX_NET_NONE), which jails
        itself once the sandbox runs: an empty read-only root (pivot_root), no capabilities,
-       rlimits, seccomp on every thread. The API is the same; sbx_snapshot(), sbx_pause(),
-       sbx_fork(), sbx_network_update(), sbx_network_stats() and sbx_set_timeout() return
-       SBX_ENOTSUP in this mode. Needs CAP_SYS_ADMIN (namespaces) and the seccomp filters
-       (no_seccomp must be 0). Costs one process start per sandbox (docs/PERFORMANCE.md). */
+       rlimits, seccomp on every thread. The API is the same, snapshots, pause, resume and
+       fork included (sbx_resume() and templates need this option again to stay isolated;
+       sbx_fork() copies are isolated like their parent). Needs CAP_SYS_ADMIN (namespaces)
+       and the seccomp filters (no_seccomp must be 0). Costs one process start per sandbox
+       (docs/PERFORMANCE.md). */
     int isolated;
     /* Isolated mode only: a cgroup v2 directory (its path, e.g. "/sys/fs/cgroup/sandboxes")
        the VMM process joins before it starts, so that the caller's cpu.max, memory.max and
@@ -209,13 +210,21 @@ typedef struct sbx_options {
        (which join the cgroup) may fail to fork until the bomb is killed. 0 (the default): no
        limit. */
     unsigned max_processes;
+
+    /* Since version 5. */
+    /* Host memory, in MiB, the VMM may hold at once for data the guest sent to connections
+       whose host side has not read it yet (command output, file reads, port relays): every
+       connection gets a 256 KiB window, and a connection that would take the total beyond
+       this cap is reset (its call fails) instead. 0 means 64. Other host buffers have fixed
+       caps (docs/SECURITY.md). */
+    unsigned max_buffer_mib;
 } sbx_options;
 
 #define SBX_OPTIONS_INIT                                                                           \
     {                                                                                              \
         SBX_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,     \
             SBX_NET_NAT, {0, NULL, NULL}, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, \
-            0                                                                                      \
+            0, 0                                                                                   \
     }
 
 /*

@@ -171,6 +171,7 @@ struct sbx {
     char *default_cwd;          /* a template's WORKDIR, or NULL */
     char **meta;                /* "key=value", NULL-terminated */
     unsigned max_processes;     /* the guest workload's pids limit, 0 = none */
+    unsigned buffer_mib;        /* cap on pending guest data of host connections (vsock) */
     size_t nmeta;
 
     /* Lifetime: a timerfd watched by the device thread; expired once it fired. */

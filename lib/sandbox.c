@@ -28,6 +28,8 @@
 
 #define DESTROY_WAIT_MS      30000   /* sbx_destroy() waits this long for calls to leave */
 #define MAX_PROCESSES        4194304 /* the guest kernel's PID_MAX_LIMIT */
+#define DEFAULT_BUFFER_MIB   64
+#define MAX_BUFFER_MIB       65536
 #define DEFAULT_VCPUS        1
 #define DEFAULT_MEMORY_MIB   512
 #define MIN_MEMORY_MIB       64
@@ -327,6 +329,10 @@ static int copy_options(struct sbx *sb, const sbx_options *o, bool boot)
     if (sb->max_processes > MAX_PROCESSES)
         return sbx_seterr(sb, SBX_EINVAL, "options.max_processes is %u; at most %d",
                           o->max_processes, MAX_PROCESSES);
+    sb->buffer_mib = o->version >= 5 && o->max_buffer_mib ? o->max_buffer_mib : DEFAULT_BUFFER_MIB;
+    if (sb->buffer_mib > MAX_BUFFER_MIB)
+        return sbx_seterr(sb, SBX_EINVAL, "options.max_buffer_mib is %u; at most %d",
+                          o->max_buffer_mib, MAX_BUFFER_MIB);
     if (sb->isolated && !sb->seccomp)
         return sbx_seterr(sb, SBX_EINVAL,
                           "options.isolated needs the seccomp filters: leave "
@@ -657,6 +663,7 @@ static size_t options_size(unsigned version)
     return version == 1   ? offsetof(sbx_options, network)
            : version == 2 ? offsetof(sbx_options, template_name)
            : version == 3 ? offsetof(sbx_options, no_seccomp)
+           : version == 4 ? offsetof(sbx_options, max_buffer_mib)
                           : sizeof(sbx_options);
 }
 

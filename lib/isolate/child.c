@@ -92,6 +92,7 @@ static int unpack_options(const Sbx__Isolate__Options *m, struct unpacked *u)
     o.template_dir = m->template_dir;
     o.no_seccomp = m->no_seccomp;
     o.max_processes = m->max_processes;
+    o.max_buffer_mib = m->max_buffer_mib;
     u->o = o;
     return 0;
 }

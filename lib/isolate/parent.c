@@ -107,8 +107,9 @@ static int pack_options(const sbx_options *o, const char *snapdir, unsigned how)
     }
     m.has_no_seccomp = true;
     m.no_seccomp = o->version >= 4 && o->no_seccomp;
-    m.has_max_processes = true;
-    m.max_processes = o->max_processes;
+    m.has_max_processes = m.has_max_buffer_mib = true;
+    m.max_processes = o->version >= 4 ? o->max_processes : 0;
+    m.max_buffer_mib = o->version >= 5 ? o->max_buffer_mib : 0;
 
     m.snapshot_dir = (char *)snapdir;
     m.has_origin = how != 0;

@@ -138,6 +138,10 @@ int virtio_vsock_connect(struct virtio_dev *d, uint32_t port, int *fd);
    does not run. */
 void virtio_vsock_transport_reset(struct virtio_dev *d);
 
+/* Caps the memory all connections together may hold for guest data their host side has not
+   read yet (64 MiB by default); a connection that would need more is reset. Any thread. */
+void virtio_vsock_set_buffer_cap(struct virtio_dev *d, size_t bytes);
+
 /* Overrides how long a REQUEST may stay unanswered and how long after our SHUTDOWN the guest
    has to send RST (both 10 s by default). For tests. Callable from any thread. */
 void virtio_vsock_set_timeouts(struct virtio_dev *d, unsigned connect_ms, unsigned close_ms);

@@ -142,9 +142,7 @@ static void host_gone(struct vsock_conn *c)
 {
     c->host_gone = c->host_eof = true;
     c->readable = false;
-    free(c->pend);
-    c->pend = NULL;
-    c->pend_off = c->pend_len = c->pend_cap = 0;
+    vsock_conn_pend_drop(c);
     event_del(c->ev_read);
     event_del(c->ev_write);
     if (c->state != CONN_ESTABLISHED) {
@@ -165,9 +163,7 @@ static void host_deaf(struct vsock_conn *c)
 {
     c->host_deaf = true;
     c->fwd_cnt += (uint32_t)c->pend_len;
-    free(c->pend);
-    c->pend = NULL;
-    c->pend_off = c->pend_len = c->pend_cap = 0;
+    vsock_conn_pend_drop(c);
     if (!c->readable && !c->host_eof)
         event_add(c->ev_read, NULL);
 }
@@ -792,6 +788,15 @@ void virtio_vsock_transport_reset(struct virtio_dev *d)
             virtio_mmio_signal_used(d);
         }
     }
+    pthread_mutex_unlock(&d->lock);
+}
+
+void virtio_vsock_set_buffer_cap(struct virtio_dev *d, size_t bytes)
+{
+    struct vsock *vs = d->priv;
+
+    pthread_mutex_lock(&d->lock);
+    vs->conns.pend_budget = bytes;
     pthread_mutex_unlock(&d->lock);
 }
 

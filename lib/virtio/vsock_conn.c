@@ -19,6 +19,7 @@ void vsock_conn_table_init(struct vsock_conns *t)
 {
     memset(t, 0, sizeof(*t));
     t->next_port = VSOCK_PORT_FIRST;
+    t->pend_budget = VSOCK_PEND_BUDGET;
 }
 
 struct vsock_conn *vsock_conn_lookup(const struct vsock_conns *t, uint32_t local_port,
@@ -68,6 +69,7 @@ struct vsock_conn *vsock_conn_new(struct vsock_conns *t, struct vsock *vs, uint3
     if (!c)
         return NULL;
     c->vs = vs;
+    c->table = t;
     c->local_port = local_port;
     c->peer_port = peer_port;
     c->fd = fd;
@@ -96,7 +98,7 @@ void vsock_conn_free(struct vsock_conns *t, struct vsock_conn *c)
         event_free(c->timer);
     if (c->fd >= 0)
         close(c->fd);
-    free(c->pend);
+    vsock_conn_pend_drop(c);
     free(c);
 }
 
@@ -140,12 +142,13 @@ int vsock_conn_pend_append(struct vsock_conn *c, const struct queue_chain *ch, u
                 cap *= 2;
             if (cap > VSOCK_BUF_ALLOC)
                 cap = VSOCK_BUF_ALLOC;
-            if (cap < need)
+            if (cap < need || c->table->pend_total - c->pend_cap + cap > c->table->pend_budget)
                 return -1;
             p = realloc(c->pend, cap);
             if (!p)
                 return -1;
             c->pend = p;
+            c->table->pend_total += cap - c->pend_cap;
             c->pend_cap = cap;
         }
     }
@@ -170,10 +173,16 @@ int vsock_conn_pend_flush(struct vsock_conn *c)
         c->fwd_cnt += (uint32_t)n;
     }
     /* Drained: give the memory back, idle connections should cost nothing. */
+    vsock_conn_pend_drop(c);
+    return 0;
+}
+
+void vsock_conn_pend_drop(struct vsock_conn *c)
+{
+    c->table->pend_total -= c->pend_cap;
     free(c->pend);
     c->pend = NULL;
-    c->pend_off = c->pend_cap = 0;
-    return 0;
+    c->pend_off = c->pend_len = c->pend_cap = 0;
 }
 
 bool vsock_conn_want_credit_update(const struct vsock_conn *c)

@@ -13,6 +13,7 @@
 #define VSOCK_BUF_ALLOC          (256u * 1024) /* our receive window per connection */
 #define VSOCK_MAX_PAYLOAD        (64u * 1024)  /* largest payload of one packet, either way */
 #define VSOCK_MAX_CONNS          1024          /* live connections per device */
+#define VSOCK_PEND_BUDGET        (64u << 20)   /* pending guest bytes, all connections */
 #define VSOCK_PORT_FIRST         1024          /* host ports are allocated from here up */
 #define VSOCK_BUCKETS            256
 #define VSOCK_CONNECT_TIMEOUT_MS 10000 /* guest never answered our REQUEST */
@@ -36,6 +37,7 @@ enum vsock_conn_state {
 
 struct vsock_conn {
     struct vsock *vs;
+    struct vsock_conns *table;
     struct vsock_conn *hnext;           /* hash bucket chain */
     TAILQ_ENTRY(vsock_conn) ready_link; /* on vs->ready: owes a packet or has host data */
     TAILQ_ENTRY(vsock_conn) new_link;   /* on vs->incoming while CONN_NEW */
@@ -59,7 +61,8 @@ struct vsock_conn {
     /* Our receive window (guest -> host): fwd_cnt counts bytes written to fd. */
     uint32_t fwd_cnt, fwd_cnt_sent;
 
-    /* Guest bytes the fd did not accept yet; at most VSOCK_BUF_ALLOC by the credit rules. */
+    /* Guest bytes the fd did not accept yet; at most VSOCK_BUF_ALLOC by the credit rules, and
+       with every other connection's at most the table's pend_budget. */
     uint8_t *pend;
     size_t pend_off, pend_len, pend_cap;
 };
@@ -68,6 +71,8 @@ struct vsock_conns {
     struct vsock_conn *bucket[VSOCK_BUCKETS];
     unsigned count;
     uint32_t next_port;
+    size_t pend_total;  /* bytes allocated for pending guest data, all connections */
+    size_t pend_budget; /* their cap (VSOCK_PEND_BUDGET unless set) */
 };
 
 void vsock_conn_table_init(struct vsock_conns *t);
@@ -95,9 +100,13 @@ void vsock_conn_foreach(struct vsock_conns *t, void (*fn)(struct vsock_conn *c, 
 uint32_t vsock_conn_peer_credit(const struct vsock_conn *c);
 
 /* Appends chain bytes [off, off + len) to the pending buffer. The caller checked that
-   pend_len + len <= VSOCK_BUF_ALLOC. Returns 0 or -1 (out of memory). */
+   pend_len + len <= VSOCK_BUF_ALLOC. Returns 0 or -1 (out of memory, or the table's budget
+   would be exceeded). */
 int vsock_conn_pend_append(struct vsock_conn *c, const struct queue_chain *ch, uint64_t off,
                            size_t len);
+
+/* Frees the pending buffer (its bytes are dropped). */
+void vsock_conn_pend_drop(struct vsock_conn *c);
 
 /* Writes pending bytes to fd until it would block. Returns 0, or -1 if the caller closed its
    end (EPIPE and friends). Advances fwd_cnt. */

@@ -415,6 +415,7 @@ static int create_devices(struct sbx *sb)
                                 virtio_irq(sb->nvdev), err, sizeof(err));
     if (r < 0)
         return sbx_seterr(sb, r, "vsock device: %s", err);
+    virtio_vsock_set_buffer_cap(sb->vsock, (size_t)sb->buffer_mib << 20);
     if ((r = add_virtio(sb, sb->vsock, base)) < 0 || !sb->nf)
         return r;
     struct virtio_dev *d;

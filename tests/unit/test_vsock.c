@@ -489,6 +489,43 @@ static void test_guest_ignores_credit(void **state)
     assert_int_equal(f->vm.fails, 0);
 }
 
+/* A guest that keeps within its credit while the caller does not read: the device holds
+   what the socket does not take, up to the sandbox's buffer cap; beyond it the connection
+   is reset instead of growing host memory. */
+static unsigned send_window_unread(struct fixture *f)
+{
+    static uint8_t chunk[64 * 1024];
+    struct virtio_vsock_hdr h;
+    unsigned resets = 0;
+
+    establish(f, 4096);
+    for (int i = 0; i < 4; i++) { /* 256 KiB: exactly the window the device offers */
+        guest_send(f, VIRTIO_VSOCK_OP_RW, 0, 4096, 0, chunk, sizeof(chunk));
+        fake_loop(&f->vm);
+        while (rx_next(f, &h, NULL, 0))
+            resets += h.op == VIRTIO_VSOCK_OP_RST;
+    }
+    return resets;
+}
+
+static void test_buffer_within_cap(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(send_window_unread(f), 0);
+    assert_int_equal(f->vm.fails, 0);
+}
+
+static void test_buffer_cap(void **state)
+{
+    struct fixture *f = *state;
+
+    virtio_vsock_set_buffer_cap(f->d, 8192);
+    assert_int_equal(send_window_unread(f), 1);
+    expect_eof(f);
+    assert_int_equal(f->vm.fails, 0);
+}
+
 static void test_unknown_and_unsupported(void **state)
 {
     struct fixture *f = *state;
@@ -617,6 +654,8 @@ int main(void)
         T(test_len_larger_than_buffer),
         T(test_len_over_cap),
         T(test_guest_ignores_credit),
+        T(test_buffer_within_cap),
+        T(test_buffer_cap),
         T(test_unknown_and_unsupported),
         T(test_connection_flood),
         T(test_transport_reset),

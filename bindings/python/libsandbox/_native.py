@@ -66,7 +66,7 @@ SBX_NO_TIMEOUT = 0xFFFFFFFF
 SBX_STDOUT = 1
 SBX_STDERR = 2
 
-SBX_OPTIONS_VERSION = 4
+SBX_OPTIONS_VERSION = 5
 SBX_EXEC_OPTIONS_VERSION = 1
 SBX_FILE_OPTIONS_VERSION = 1
 SBX_TEMPLATE_OPTIONS_VERSION = 1
@@ -153,6 +153,8 @@ class sbx_options(Structure):
         ("isolated", c_int),
         ("cgroup", c_char_p),
         ("max_processes", c_uint),
+        # version 5
+        ("max_buffer_mib", c_uint),
     ]
 
 
