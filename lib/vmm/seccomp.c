@@ -139,10 +139,10 @@ static int build(scmp_filter_ctx ctx, enum thread_role role)
            files of a snapshot (opened by the parent) and a policy's memfd; the lifetime's
            timer. */
         static const int server_calls[] = {
-            SCMP_SYS(recvmsg),    SCMP_SYS(sendmsg),        SCMP_SYS(sendto),    SCMP_SYS(fcntl),
-            SCMP_SYS(exit_group), SCMP_SYS(pread64),        SCMP_SYS(pwrite64),  SCMP_SYS(lseek),
-            SCMP_SYS(ftruncate),  SCMP_SYS(fsync),          SCMP_SYS(fdatasync), SCMP_SYS(fstat),
-            SCMP_SYS(newfstatat), SCMP_SYS(timerfd_settime)};
+            SCMP_SYS(recvmsg),    SCMP_SYS(sendmsg),         SCMP_SYS(sendto),    SCMP_SYS(fcntl),
+            SCMP_SYS(exit_group), SCMP_SYS(pread64),         SCMP_SYS(pwrite64),  SCMP_SYS(lseek),
+            SCMP_SYS(ftruncate),  SCMP_SYS(fsync),           SCMP_SYS(fdatasync), SCMP_SYS(fstat),
+            SCMP_SYS(newfstatat), SCMP_SYS(timerfd_settime), SCMP_SYS(eventfd2)};
         if ((r = add_calls(ctx, server_calls, N(server_calls))) < 0 ||
             (r = add_ioctls(ctx, server_ioctls, N(server_ioctls))) < 0)
             return r;

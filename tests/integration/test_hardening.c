@@ -316,6 +316,7 @@ SBX_TEST(isolated_snapshots_policy_lifetime)
     printf("snapshot: %.0f ms\n", itest_ms() - t0);
     itest_expect(sb, NULL, "echo still running", "still running\n");
     sbx_options t = isolated_options();
+    t.memory_mib = 0; /* the snapshot's */
     t.template_name = snap;
     sbx *from = NULL;
     CHECK_OK(from, sbx_create(&from, &t));
@@ -337,6 +338,7 @@ SBX_TEST(isolated_snapshots_policy_lifetime)
     CHECK(sbx_state(sb) == SBX_STATE_PAUSED);
     sbx_destroy(sb);
     sbx_options r = isolated_options();
+    r.memory_mib = 0;
     sbx *back = NULL;
     t0 = itest_ms();
     CHECK_OK(back, sbx_resume(&back, paused, &r));

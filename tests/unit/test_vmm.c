@@ -310,6 +310,11 @@ static void test_options(void **state)
     assert_int_equal(sbx_create(&sb, &o), SBX_EINVAL);
     sbx_destroy(sb);
     o = (sbx_options)SBX_OPTIONS_INIT;
+    o.max_buffer_mib = 65537;
+    assert_int_equal(sbx_create(&sb, &o), SBX_EINVAL);
+    assert_non_null(strstr(sbx_errmsg(sb), "max_buffer_mib"));
+    sbx_destroy(sb);
+    o = (sbx_options)SBX_OPTIONS_INIT;
     o.console_fd = -1;
     assert_int_equal(sbx_create(&sb, &o), SBX_EINVAL);
     sbx_destroy(sb);
