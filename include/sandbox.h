@@ -247,9 +247,9 @@ SBX_API int sbx_create(sbx **out, const sbx_options *opts);
  * descriptors, guest memory, disk overlays. NULL is accepted. Calls blocked in other threads
  * on this sandbox when it begins (an exec, a file transfer, a wait) return at once with
  * SBX_EDEAD ("the sandbox was destroyed"), and sbx_destroy() waits until they have left
- * before it frees the handle. No call on the handle may begin once sbx_destroy() has begun,
- * and sub-handles (sbx_proc, sbx_file, sbx_watch) must be closed before it: one still open
- * afterwards may be neither used nor closed (its memory is lost).
+ * before it frees the handle. No call on the handle may begin once sbx_destroy() has begun.
+ * Sub-handles (sbx_proc, sbx_file, sbx_watch) still open outlive it: their calls fail with
+ * SBX_EDEAD, and closing the last of them frees what remains of the sandbox.
  */
 SBX_API void sbx_destroy(sbx *sb);
 

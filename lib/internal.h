@@ -58,6 +58,7 @@ enum io_ctl { IO_RUN, IO_PARK, IO_QUIT };
 struct sbx {
     char id[32];
     atomic_int state;         /* enum sbx_state */
+    atomic_uint refs;         /* the application's (until sbx_destroy) + open sub-handles */
     pthread_mutex_t err_lock; /* guards errs */
     struct errslot errs[SBX_ERR_SLOTS];
     uint64_t err_stamp;
@@ -182,6 +183,11 @@ struct sbx {
     uint64_t created_ns;      /* CLOCK_REALTIME at sbx_create() */
     uint64_t running_mono_ns; /* CLOCK_MONOTONIC when it became RUNNING */
 };
+
+/* Sub-handles (sbx_proc, sbx_file, sbx_watch) hold the sandbox: its memory is freed when
+   sbx_destroy() has run and the last of them is closed. sbx_ref() returns sb. */
+struct sbx *sbx_ref(struct sbx *sb);
+void sbx_unref(struct sbx *sb);
 
 /* The calling thread's error buffer for this sandbox (for appending to a message). */
 char *sbx_errbuf(struct sbx *sb);

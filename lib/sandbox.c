@@ -190,6 +190,7 @@ static struct sbx *alloc_handle(void)
     struct sbx *sb = calloc(1, sizeof(*sb));
     if (!sb)
         return NULL;
+    atomic_init(&sb->refs, 1);
     sb->kvm_fd = sb->vm_fd = sb->io_stop_fd = sb->ctl_fd = -1;
     sb->iso_pidfd = sb->iso_ctl = sb->iso_console = -1;
     sb->intr_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -825,6 +826,20 @@ void sbx_destroy(sbx *sb)
     if (!calls_left(sb))
         return;
     agent_pool_free(sb);
+    sbx_unref(sb);
+}
+
+struct sbx *sbx_ref(struct sbx *sb)
+{
+    atomic_fetch_add(&sb->refs, 1);
+    return sb;
+}
+
+/* The last hold went: nothing uses the handle any more. */
+void sbx_unref(struct sbx *sb)
+{
+    if (atomic_fetch_sub(&sb->refs, 1) != 1)
+        return;
     if (sb->ctl_fd >= 0)
         close(sb->ctl_fd);
     if (sb->intr_fd >= 0)

@@ -91,12 +91,19 @@ static int file_sticky(struct sbx_file *f)
     return sbx_seterr(f->sb, f->err, "%s", f->errmsg);
 }
 
+/* The handle's memory, and its hold on the sandbox (lib/sandbox.c, sbx_ref()). */
+static void file_free(struct sbx_file *f)
+{
+    sbx_unref(f->sb);
+    free(f);
+}
+
 static struct sbx_file *file_new(sbx *sb, const char *path, bool writing)
 {
     struct sbx_file *f = calloc(1, sizeof(*f));
     if (!f)
         return NULL;
-    f->sb = sb;
+    f->sb = sbx_ref(sb);
     f->writing = writing;
     snprintf(f->path, sizeof(f->path), "%s", path);
     return f;
@@ -124,7 +131,7 @@ int sbx_file_create(sbx *sb, const char *path, const sbx_file_options *o, sbx_fi
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     struct call c;
     if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0) {
-        free(f);
+        file_free(f);
         return r;
     }
     r = agent_conn_get(&c, &f->conn);
@@ -144,7 +151,7 @@ int sbx_file_create(sbx *sb, const char *path, const sbx_file_options *o, sbx_fi
     call_end(&c);
     if (r < 0) {
         file_release(f, false);
-        free(f);
+        file_free(f);
         return r;
     }
     *out = f;
@@ -299,7 +306,7 @@ int sbx_file_open(sbx *sb, const char *path, uint64_t offset, uint64_t length, s
     f->limit = length ? length : UINT64_MAX;
     struct call c;
     if ((r = call_begin(sb, &c, FILES_ANSWER_MS)) < 0) {
-        free(f);
+        file_free(f);
         return r;
     }
     Sbx__Agent__Frame *fr = NULL;
@@ -333,7 +340,7 @@ int sbx_file_open(sbx *sb, const char *path, uint64_t offset, uint64_t length, s
     call_end(&c);
     if (r < 0) {
         file_release(f, false);
-        free(f);
+        file_free(f);
         return r;
     }
     *out = f;
@@ -424,7 +431,7 @@ void sbx_file_close(sbx_file *f)
        file of a write). */
     file_release(f, false);
     frame_free(f->cur);
-    free(f);
+    file_free(f);
 }
 
 int sbx_write_file(sbx *sb, const char *path, const void *data, size_t len, unsigned mode)

@@ -193,11 +193,18 @@ static struct sbx_proc *proc_new(sbx *sb)
 {
     struct sbx_proc *p = calloc(1, sizeof(*p));
     if (p) {
-        p->sb = sb;
+        p->sb = sbx_ref(sb);
         p->output_cap = OUTPUT_CAP;
         p->epfd = p->evfd = -1;
     }
     return p;
+}
+
+/* The handle's memory, and its hold on the sandbox (lib/sandbox.c, sbx_ref()). */
+static void proc_free(struct sbx_proc *p)
+{
+    sbx_unref(p->sb);
+    free(p);
 }
 
 /* Creates the pollable fd of a handle given to the caller. */
@@ -610,7 +617,7 @@ static int start(sbx *sb, struct call *c, const sbx_exec_options *o, bool exec, 
     f.body_case = SBX__AGENT__FRAME__BODY_PROC_START;
     f.proc_start = &ps;
     if ((r = agent_conn_get(c, &p->conn)) < 0) {
-        free(p);
+        proc_free(p);
         return r;
     }
     f.id = p->op_id = agent_conn_id(p->conn);
@@ -619,7 +626,7 @@ static int start(sbx *sb, struct call *c, const sbx_exec_options *o, bool exec, 
         r = agent_conn_recv(c, p->conn, &rep);
     if (r < 0) {
         agent_conn_put(sb, p->conn, false);
-        free(p);
+        proc_free(p);
         return r;
     }
     bool reusable = false;
@@ -644,7 +651,7 @@ static int start(sbx *sb, struct call *c, const sbx_exec_options *o, bool exec, 
     frame_free(rep);
     if (r < 0) {
         agent_conn_put(sb, p->conn, reusable);
-        free(p);
+        proc_free(p);
         return r;
     }
     p->attached = true;
@@ -883,7 +890,7 @@ int sbx_proc_attach(sbx *sb, uint32_t pid, sbx_proc **out, uint64_t *dropped)
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
     }
     if ((r = agent_conn_get(&c, &p->conn)) < 0) {
-        free(p);
+        proc_free(p);
         call_end(&c);
         return r;
     }
@@ -916,7 +923,7 @@ int sbx_proc_attach(sbx *sb, uint32_t pid, sbx_proc **out, uint64_t *dropped)
     call_end(&c);
     if (r < 0) {
         agent_conn_put(sb, p->conn, reusable);
-        free(p);
+        proc_free(p);
         return r;
     }
     p->pid = pid;
@@ -1213,7 +1220,7 @@ void sbx_proc_close(sbx_proc *p)
     frame_free(p->req_reply);
     queue_clear(p);
     capture_clear(p);
-    free(p);
+    proc_free(p);
 }
 
 /* --- sandbox-wide ------------------------------------------------------------------------- */

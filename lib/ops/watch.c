@@ -68,7 +68,7 @@ int sbx_watch_open(sbx *sb, const char *path, int recursive, sbx_watch **out)
     struct sbx_watch *w = calloc(1, sizeof(*w));
     if (!w)
         return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
-    w->sb = sb;
+    w->sb = sbx_ref(sb);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     snprintf(w->path, sizeof(w->path), "%s", path);
@@ -216,5 +216,6 @@ void sbx_watch_close(sbx_watch *w)
         close(w->epfd);
     if (w->evfd >= 0)
         close(w->evfd);
+    sbx_unref(w->sb);
     free(w);
 }

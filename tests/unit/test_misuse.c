@@ -253,6 +253,35 @@ static void test_path_semantics(void **state)
     assert_int_equal(sbx_exists(sb, dir), 0);
 }
 
+/* Sub-handles still open when the sandbox is destroyed: their calls fail with SBX_EDEAD,
+   closing them works, and the last close frees the sandbox (valgrind: nothing leaks). */
+static void test_subhandles_outlive_destroy(void **state)
+{
+    (void)state;
+    sbx *sb = NULL;
+    assert_int_equal(local_envd_start(NULL, &sb), 0);
+    sbx_exec_options eo = SBX_EXEC_OPTIONS_INIT;
+    eo.cmd = "sleep 30";
+    sbx_proc *p = NULL;
+    sbx_file *f = NULL;
+    sbx_watch *w = NULL;
+    assert_int_equal(sbx_proc_start(sb, &eo, &p), 0);
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/sbx-misuse-outlive-%d", (int)getpid());
+    assert_int_equal(sbx_file_create(sb, path, NULL, &f), 0);
+    assert_int_equal(sbx_watch_open(sb, "/tmp", 0, &w), 0);
+    local_envd_stop(sb);
+    char buf[16];
+    int stream = 0;
+    assert_int_equal(sbx_proc_read(p, buf, sizeof(buf), &stream, 1000), SBX_EDEAD);
+    assert_int_equal(sbx_file_write(f, "x", 1), SBX_EDEAD);
+    sbx_watch_event ev;
+    assert_int_equal(sbx_watch_next(w, &ev, 1000), SBX_EDEAD);
+    sbx_proc_close(p);
+    sbx_watch_close(w);
+    sbx_file_close(f); /* the last one: frees the sandbox too */
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -260,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_null_handles),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_path_semantics, setup, teardown),
+        cmocka_unit_test(test_subhandles_outlive_destroy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
