@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "internal.h"
 
 #define ISO_FD_OPTIONS 3
@@ -78,9 +80,10 @@ ssize_t iso_send(int sock, const void *msg, size_t len, const int *fds, unsigned
    recvmsg() does; *nfds descriptors are in fds. */
 ssize_t iso_recv(int sock, void *buf, size_t cap, int fds[ISO_MAX_FDS], unsigned *nfds, int flags);
 
-/* A sealed memfd holding `len` bytes of `buf` (the way options and policies travel), and its
-   contents read back, at most `max` bytes (malloc'ed; NULL if larger or unreadable). */
-int iso_memfd(const void *buf, size_t len);
+/* A sealed memfd holding the packed message `m` (the way options and policies travel; -1 on
+   failure), and its contents read back, at most `max` bytes (malloc'ed; NULL if larger or
+   unreadable). */
+int iso_memfd(const ProtobufCMessage *m);
 uint8_t *iso_memfd_read(int fd, size_t max, size_t *len);
 
 /* Parent side (lib/isolate/parent.c). */

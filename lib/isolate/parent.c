@@ -115,15 +115,7 @@ static int pack_options(const sbx_options *o, const char *snapdir, unsigned how)
     m.has_origin = how != 0;
     m.origin = how;
 
-    size_t len = sbx__isolate__options__get_packed_size(&m);
-    uint8_t *buf = malloc(len ? len : 1);
-    int fd = -1;
-    if (buf) {
-        sbx__isolate__options__pack(&m, buf);
-        fd = iso_memfd(buf, len);
-    }
-    free(buf);
-    return fd;
+    return iso_memfd(&m.base);
 }
 
 /* ---- the child ---------------------------------------------------------------------- */
@@ -410,14 +402,7 @@ int iso_network_update(struct sbx *sb, const sbx_net_policy *policy)
     m.has_allow_out_given = m.allow_out_given = policy->allow_out != NULL;
     m.deny_out = repeated(policy->deny_out, &m.n_deny_out);
     m.has_deny_out_given = m.deny_out_given = policy->deny_out != NULL;
-    size_t len = sbx__isolate__net_policy__get_packed_size(&m);
-    uint8_t *buf = malloc(len ? len : 1);
-    int mfd = -1;
-    if (buf) {
-        sbx__isolate__net_policy__pack(&m, buf);
-        mfd = iso_memfd(buf, len);
-    }
-    free(buf);
+    int mfd = iso_memfd(&m.base);
     if (mfd < 0)
         return sbx_seterr(sb, SBX_ENOMEM, "sbx_network_update: cannot pass the policy: %s",
                           strerror(errno));

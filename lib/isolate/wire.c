@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "isolate/isolate.h"
 
 ssize_t iso_send(int sock, const void *msg, size_t len, const int *fds, unsigned nfds)
@@ -54,15 +56,20 @@ ssize_t iso_recv(int sock, void *buf, size_t cap, int fds[ISO_MAX_FDS], unsigned
     return n;
 }
 
-int iso_memfd(const void *buf, size_t len)
+int iso_memfd(const ProtobufCMessage *m)
 {
-    int fd = memfd_create("sbx-vmm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd >= 0 &&
-        (write(fd, buf, len) != (ssize_t)len ||
-         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)) {
-        close(fd);
-        fd = -1;
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    int fd = buf ? memfd_create("sbx-vmm", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
+    if (fd >= 0) {
+        protobuf_c_message_pack(m, buf);
+        if (write(fd, buf, len) != (ssize_t)len ||
+            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+            close(fd);
+            fd = -1;
+        }
     }
+    free(buf);
     return fd;
 }
 
