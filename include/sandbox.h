@@ -195,8 +195,10 @@ typedef struct sbx_options {
        itself once the sandbox runs: an empty read-only root (pivot_root), no capabilities,
        rlimits, seccomp on every thread. The API is the same, snapshots, pause, resume and
        fork included (sbx_resume() and templates need this option again to stay isolated;
-       sbx_fork() copies are isolated like their parent). Needs CAP_SYS_ADMIN (namespaces)
-       and the seccomp filters (no_seccomp must be 0). Costs one process start per sandbox
+       sbx_fork() copies are isolated like their parent). Without CAP_SYS_ADMIN the child
+       gets a new user namespace too (the caller's user is root only in there), so it needs
+       either that capability or user namespaces (not available to chrooted callers). Needs
+       the seccomp filters (no_seccomp must be 0). Costs one process start per sandbox
        (docs/PERFORMANCE.md). */
     int isolated;
     /* Isolated mode only: a cgroup v2 directory (its path, e.g. "/sys/fs/cgroup/sandboxes")

@@ -121,8 +121,12 @@ static int pack_options(const sbx_options *o, const char *snapdir, unsigned how)
 /* ---- the child ---------------------------------------------------------------------- */
 
 /* In the new child, before exec: only async-signal-safe calls. */
-static void child_exec(const char *path, int opts_fd, int ctl_fd, int con_fd, int cg_fd)
+static void child_exec(const char *path, int opts_fd, int ctl_fd, int con_fd, int cg_fd,
+                       int sync_fd)
 {
+    char go;
+    if (sync_fd >= 0 && read(sync_fd, &go, 1) != 1) /* its user namespace's maps are written */
+        _exit(124);
     int a = fcntl(opts_fd, F_DUPFD, 10), b = fcntl(ctl_fd, F_DUPFD, 10),
         c = fcntl(con_fd, F_DUPFD, 10);
     if (a < 0 || b < 0 || c < 0 || dup2(a, ISO_FD_OPTIONS) < 0 || dup2(b, ISO_FD_CTL) < 0 ||
@@ -140,6 +144,54 @@ static void child_exec(const char *path, int opts_fd, int ctl_fd, int con_fd, in
     char *argv[] = {"sbx-vmm", NULL};
     execve(path, argv, environ);
     _exit(127);
+}
+
+static int write_file(pid_t pid, const char *name, const char *text)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? write(fd, text, strlen(text)) : -1;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = e;
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* Without CAP_SYS_ADMIN: the child in a new user namespace too, where the caller's user and
+   group are root (and it has the capabilities the jail needs, over its own namespaces only).
+   It waits until the maps are written. Returns its pid, or -1 with errno set. */
+static pid_t start_in_userns(const char *path, unsigned long flags, int opts_fd, int ctl_fd,
+                             int con_fd, int cg_fd)
+{
+    int sync[2];
+    if (pipe2(sync, O_CLOEXEC) < 0)
+        return -1;
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    pid_t pid = (pid_t)syscall(SYS_clone, flags | CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, 0);
+    if (pid == 0)
+        child_exec(path, opts_fd, ctl_fd, con_fd, cg_fd, sync[0]);
+    int e = errno;
+    close(sync[0]);
+    if (pid > 0) {
+        char map[64];
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+        bool ok = write_file(pid, "uid_map", map) == 0 && write_file(pid, "setgroups", "deny") == 0;
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+        if (ok && write_file(pid, "gid_map", map) == 0 && write(sync[1], "g", 1) == 1) {
+            close(sync[1]);
+            return pid;
+        }
+        e = errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pid = -1;
+    }
+    close(sync[1]);
+    errno = e;
+    return pid;
 }
 
 static void describe_exit(int status, char *buf, size_t cap)
@@ -292,11 +344,14 @@ int iso_start(struct sbx *sb, const sbx_options *o, const char *snapdir, unsigne
     if (r == 0) {
         pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
         if (pid == 0)
-            child_exec(path, opts_fd, sv[1], cp[1], cg_fd);
+            child_exec(path, opts_fd, sv[1], cp[1], cg_fd, -1);
+        if (pid < 0 && errno == EPERM)
+            pid = start_in_userns(path, flags, opts_fd, sv[1], cp[1], cg_fd);
         if (pid < 0)
             r = sbx_seterr(sb, errno == EPERM ? SBX_ENOTSUP : SBX_EIO,
                            "isolated mode: cannot start the VMM process in new namespaces: %s%s",
-                           strerror(errno), errno == EPERM ? " (it needs CAP_SYS_ADMIN)" : "");
+                           strerror(errno),
+                           errno == EPERM ? " (it needs CAP_SYS_ADMIN or user namespaces)" : "");
     }
     if (opts_fd >= 0)
         close(opts_fd);

@@ -3,6 +3,9 @@
    threads are in place while the guest works, and the option that turns them off does; the
    isolated mode runs the VMM in a jailed child process behind the same API. */
 #include <dirent.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <errno.h>
 #include <signal.h>
@@ -357,6 +360,45 @@ SBX_TEST(isolated_snapshots_policy_lifetime)
     CHECK(system(cmd) == 0);
 }
 
+/* Without CAP_SYS_ADMIN the VMM process gets a user namespace too (in which the caller is
+   root), and everything else stays the same. */
+SBX_TEST(isolated_without_cap_sys_admin)
+{
+    pid_t pid = fork(); /* before any sandbox exists in this process */
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct d[2];
+        if (syscall(SYS_capget, &h, d) < 0)
+            _exit(2);
+        for (int i = 0; i < 2; i++) {
+            d[i].effective &= ~(i == CAP_SYS_ADMIN / 32 ? 1u << (CAP_SYS_ADMIN % 32) : 0);
+            d[i].permitted &= ~(i == CAP_SYS_ADMIN / 32 ? 1u << (CAP_SYS_ADMIN % 32) : 0);
+        }
+        if (syscall(SYS_capset, &h, d) < 0 || unshare(CLONE_NEWNS) == 0)
+            _exit(3); /* the capability must really be gone */
+        sbx_options o = isolated_options();
+        sbx *sb = NULL;
+        if (sbx_create(&sb, &o) != 0) {
+            fprintf(stderr, "%s\n", sbx_errmsg(sb));
+            _exit(4);
+        }
+        pid_t child = vmm_child();
+        if (child <= 0 || same_ns(child, "user") || same_ns(child, "mnt"))
+            _exit(5);
+        every_thread(child, "Seccomp:", "2");
+        every_thread(child, "CapEff:", "0000000000000000");
+        itest_expect(sb, NULL, "echo hi; id -un", "hi\nuser\n");
+        sbx_destroy(sb);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    printf("the child without CAP_SYS_ADMIN: status %d\n",
+           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* The VMM process dies: the sandbox fails saying so, no call hangs. */
 SBX_TEST(isolated_vmm_killed)
 {
@@ -611,5 +653,5 @@ SBX_TEST(killed_while_pausing)
 ITEST_MAIN(ITEST(seccomp_filters_sandbox_threads), ITEST(no_seccomp_option), ITEST(isolated_mode),
            ITEST(isolated_snapshots_policy_lifetime), ITEST(isolated_vmm_killed),
            ITEST(isolated_without_network), ITEST(isolated_in_a_cgroup),
-           ITEST(interrupt_from_a_signal_handler), ITEST(killed_while_pausing),
-           ITEST(destroy_during_calls), ITEST(fork_bomb_contained))
+           ITEST(isolated_without_cap_sys_admin), ITEST(interrupt_from_a_signal_handler),
+           ITEST(killed_while_pausing), ITEST(destroy_during_calls), ITEST(fork_bomb_contained))
