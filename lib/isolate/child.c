@@ -202,11 +202,10 @@ static void serve(struct sbx *sb, const struct iso_request *rq, const int *fds, 
     if (nfds != 1 + files_of(rq->type))
         rep.rc = sbx_seterr(sb, SBX_EINVAL, "isolated mode: request %u with %u files", rq->type,
                             nfds - 1);
-    else if (rq->type == ISO_DIAL && (rep.rc = vm_vsock_connect(sb, rq->port, &fd)) < 0)
-        sbx_seterr(sb, rep.rc, "cannot connect to guest port %u", rq->port);
-    else if (rq->type == ISO_DIAL)
-        ;
-    else if (rq->type == ISO_SET_TIMEOUT)
+    else if (rq->type == ISO_DIAL) {
+        if ((rep.rc = vm_vsock_connect(sb, rq->port, &fd)) < 0)
+            sbx_seterr(sb, rep.rc, "cannot connect to guest port %u", rq->port);
+    } else if (rq->type == ISO_SET_TIMEOUT)
         rep.rc = sbx_set_timeout(sb, rq->ms);
     else if (rq->type == ISO_NET_STATS)
         rep.rc = sbx_network_stats(sb, &rep.stats);

@@ -321,6 +321,8 @@ static int save_state(struct sbx *sb, struct capture *c)
         if (i < keep) {
             l->durable = true;
             l->path = c->layer_paths[i] = strdup(sb->root_layers[i]); /* absolute: snap_pin */
+            if (!l->path)
+                return sbx_seterr(sb, SBX_ENOMEM, "out of memory");
         } else {
             l->path = c->layer_paths[i] = strdup(SNAP_DISK_FILE); /* relative to the snapshot */
             if (!l->path)
@@ -414,8 +416,9 @@ int snap_files_create(const char *dir, int fds[SNAP_NFDS], char *err, size_t err
     for (int i = 0; i < SNAP_NFDS; i++)
         fds[i] = -1;
     if (mkdir(dir, 0700) < 0) {
-        snprintf(err, errlen, "creating %s: %s", dir, strerror(errno));
-        return errno == EEXIST ? SBX_EEXIST : SBX_EIO;
+        int e = errno;
+        snprintf(err, errlen, "creating %s: %s", dir, strerror(e));
+        return e == EEXIST ? SBX_EEXIST : SBX_EIO;
     }
     for (int i = 0; i < SNAP_NFDS; i++) {
         char *path = path_join(dir, names[i]);

@@ -574,6 +574,7 @@ static int start_io(struct sbx *sb)
 {
     if (!role_filter(sb, THREAD_DEVICE, &sb->io_filter))
         return SBX_EIO;
+    sb->io_ctl = IO_RUN;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the device thread takes no signals */
@@ -584,7 +585,6 @@ static int start_io(struct sbx *sb)
         sb->io_filter = NULL;
         return sbx_seterr(sb, SBX_ENOMEM, "cannot start the device thread: %s", strerror(r));
     }
-    sb->io_ctl = IO_RUN;
     sb->io_running = true;
     return 0;
 }
