@@ -122,6 +122,14 @@ export interface SandboxOpts {
   hostLoopback?: boolean;
   /** An existing TAP device instead of the NAT; address is "IPV4/PREFIX", dns defaults to the gateway. */
   tap?: { name: string; address: string; gateway: string; dns?: string };
+  /** The sandbox's VMM runs in a jailed child process (docs/SECURITY.md). */
+  isolated?: boolean;
+  /** Isolated mode only: a cgroup v2 directory the VMM process joins. */
+  cgroup?: string;
+  /** At most this many tasks for everything the sandbox runs (default: no limit). */
+  maxProcesses?: number;
+  /** Host memory (MiB) its connections may hold for guest data not yet read (default 64). */
+  maxBufferMB?: number;
 }
 
 /**
@@ -553,7 +561,10 @@ export declare class Sandbox {
   static create(opts?: SandboxOpts): Promise<Sandbox>;
   static create(template: string, opts?: SandboxOpts): Promise<Sandbox>;
   /** Brings back a sandbox paused to `path` (same id, processes, files). */
-  static resume(path: string, opts?: RestoreOpts & { bootTimeoutMs?: number }): Promise<Sandbox>;
+  static resume(
+    path: string,
+    opts?: RestoreOpts & { bootTimeoutMs?: number; isolated?: boolean; cgroup?: string },
+  ): Promise<Sandbox>;
   static list(opts?: { query?: { metadata?: Record<string, string> } }): Promise<ListedSandbox[]>;
   static readonly version: string;
 

@@ -82,6 +82,8 @@ function restoreOptions(opts, allowed, what) {
     lifetimeMs: lifetime === Infinity ? 0 : positive(lifetime, 'timeoutMs'),
     bootTimeoutMs: positive(opts.bootTimeoutMs, 'bootTimeoutMs'),
     consoleFd: opts.consoleFd,
+    isolated: !!opts.isolated,
+    cgroup: opts.cgroup,
     ...networkOptions(opts),
   };
 }
@@ -171,6 +173,10 @@ class Sandbox extends CodeInterpreter {
       cmdlineExtra: opts.cmdlineExtra,
       disks: opts.disks,
       consoleFd: opts.consoleFd,
+      isolated: !!opts.isolated,
+      cgroup: opts.cgroup,
+      maxProcesses: positive(opts.maxProcesses, 'maxProcesses'),
+      maxBufferMib: positive(opts.maxBufferMB, 'maxBufferMB'),
       ...networkOptions(opts),
     });
     return new Sandbox(box, opts.template ?? opts.rootfs ?? 'base');
@@ -184,7 +190,11 @@ class Sandbox extends CodeInterpreter {
    * denyOut}).
    */
   static async resume(path, opts) {
-    const o = restoreOptions(opts, ['timeoutMs', 'bootTimeoutMs', 'consoleFd', 'allowInternetAccess', 'network'], 'Sandbox.resume');
+    const o = restoreOptions(
+      opts,
+      ['timeoutMs', 'bootTimeoutMs', 'consoleFd', 'allowInternetAccess', 'network', 'isolated', 'cgroup'],
+      'Sandbox.resume',
+    );
     const box = await native.resume(path, o);
     const sb = new Sandbox(box, '');
     // The template is not part of the pause; the registry entry of the id still has it.

@@ -981,7 +981,7 @@ typedef struct {
     sbx_options o;
     char *kernel, *rootfs, *cmdline, *image_dir, *user;
     char *tap_name, *tap_address, *tap_gateway, *tap_dns;
-    char *template_name, *template_dir;
+    char *template_name, *template_dir, *cgroup;
     char **envs, **metadata, **allow_out, **deny_out, **hosts;
     sbx_disk *disks;
     unsigned ndisks;
@@ -998,6 +998,7 @@ static void create_args_free(create_args *a)
     free(a->tap_address);
     free(a->tap_gateway);
     free(a->tap_dns);
+    free(a->cgroup);
     free(a->template_name);
     free(a->template_dir);
     strv_free(a->envs);
@@ -1042,8 +1043,13 @@ static int parse_create(napi_env env, napi_value o, create_args *a)
         arg_string(env, prop(env, o, "tapName"), "tap.name", 1, &a->tap_name) ||
         arg_string(env, prop(env, o, "tapAddress"), "tap.address", 1, &a->tap_address) ||
         arg_string(env, prop(env, o, "tapGateway"), "tap.gateway", 1, &a->tap_gateway) ||
-        arg_string(env, prop(env, o, "tapDns"), "tap.dns", 1, &a->tap_dns))
+        arg_string(env, prop(env, o, "tapDns"), "tap.dns", 1, &a->tap_dns) ||
+        arg_string(env, prop(env, o, "cgroup"), "cgroup", 1, &a->cgroup) ||
+        arg_u32(env, prop(env, o, "maxProcesses"), "maxProcesses", 1, 0, &a->o.max_processes) ||
+        arg_u32(env, prop(env, o, "maxBufferMib"), "maxBufferMB", 1, 0, &a->o.max_buffer_mib))
         goto fail;
+    a->o.isolated = arg_bool(env, prop(env, o, "isolated"), 0);
+    a->o.cgroup = a->cgroup;
     a->o.network = !arg_bool(env, prop(env, o, "network"), 1) ? SBX_NET_NONE
                    : a->tap_name                              ? SBX_NET_TAP
                                                               : SBX_NET_NAT;

@@ -78,6 +78,10 @@ test('create_argument_errors', async () => {
     { disks: [{}] },
     { disks: 'x' },
     { kernel: 'a\u0000b' },
+    { maxBufferMB: -1 },
+    { maxBufferMB: 70000 },
+    { maxProcesses: 1.5 },
+    { cgroup: '/sys/fs/cgroup' },
   ];
   for (const opts of bad) {
     await assert.rejects(Sandbox.create(opts), InvalidArgumentError, JSON.stringify(opts));

@@ -205,11 +205,22 @@ def _options(
     hosts: Optional[Dict[str, str]] = None,
     host_loopback: bool = False,
     tap: Optional[Dict[str, str]] = None,
+    isolated: bool = False,
+    cgroup: Optional[str] = None,
+    max_processes: Optional[int] = None,
+    max_buffer_mb: Optional[int] = None,
 ) -> "N.sbx_options":
-    """The sbx_options shared by create, resume and fork (lifetime, boot, console, network);
-    what the arrays point to is appended to ``keep``."""
+    """The sbx_options shared by create, resume and fork (lifetime, boot, console, network,
+    hardening); what the arrays point to is appended to ``keep``."""
     o = N.sbx_options()
     o.version = N.SBX_OPTIONS_VERSION
+    o.isolated = int(bool(isolated))
+    o.cgroup = N.enc(_fspath(cgroup))
+    for name, value in (("max_processes", max_processes), ("max_buffer_mb", max_buffer_mb)):
+        if value is not None and (not isinstance(value, int) or not 1 <= value < 1 << 32):
+            raise InvalidArgumentException(f"{name} must be a positive int: {value!r}", N.SBX_EINVAL)
+    o.max_processes = max_processes or 0
+    o.max_buffer_mib = max_buffer_mb or 0
     o.boot_timeout_ms = _ms(boot_timeout, "boot_timeout")
     if boot_timeout is not None and o.boot_timeout_ms == 0:
         o.boot_timeout_ms = 1
@@ -344,6 +355,10 @@ class Sandbox(CodeInterpreter):
         hosts: Optional[Dict[str, str]] = None,
         host_loopback: bool = False,
         tap: Optional[Dict[str, str]] = None,
+        isolated: bool = False,
+        cgroup: Optional[str] = None,
+        max_processes: Optional[int] = None,
+        max_buffer_mb: Optional[int] = None,
     ) -> None:
         """Creates a sandbox (boots, or maps a template); see :meth:`create` for the arguments."""
         if template is not None and rootfs is not None:
@@ -363,6 +378,10 @@ class Sandbox(CodeInterpreter):
             hosts=hosts,
             host_loopback=host_loopback,
             tap=tap,
+            isolated=isolated,
+            cgroup=cgroup,
+            max_processes=max_processes,
+            max_buffer_mb=max_buffer_mb,
         )
         o.template_name = N.enc(_fspath(template))
         o.template_dir = N.enc(_fspath(template_dir))
@@ -496,6 +515,13 @@ class Sandbox(CodeInterpreter):
             tap: (keyword) instead of the NAT, an existing TAP device:
                 ``{"name": "tap0", "address": "10.1.0.2/24", "gateway": "10.1.0.1",
                 "dns": "10.1.0.1"}`` (dns optional: the gateway).
+            isolated: (keyword) True: the sandbox's VMM runs in a jailed child process
+                (own namespaces, empty root, no capabilities, seccomp); see docs/SECURITY.md.
+            cgroup: (keyword, isolated only) a cgroup v2 directory the VMM process joins.
+            max_processes: (keyword) at most this many tasks for everything the sandbox runs
+                (a pids cgroup in the guest; default: no limit).
+            max_buffer_mb: (keyword) host memory, in MiB, its connections may hold for guest
+                data not yet read (default 64).
 
         Raises:
             NotFoundException: no such template in the store.
@@ -518,13 +544,16 @@ class Sandbox(CodeInterpreter):
         console: Union[None, int, IO[Any]] = None,
         allow_internet_access: bool = True,
         network: Optional[Dict[str, Any]] = None,
+        isolated: bool = False,
+        cgroup: Optional[str] = None,
     ) -> "Sandbox":
         """Brings back a sandbox written to ``path`` by :meth:`pause` (in this process or
         another one): same id, processes, files, envs and metadata. The directory is removed
         on success (a pause is resumed at most once) and left as it was on failure.
 
-        ``timeout`` (lifetime from now), ``boot_timeout``, ``console`` and the egress policy
-        (``allow_internet_access``, ``network`` rules) are as in :meth:`create`.
+        ``timeout`` (lifetime from now), ``boot_timeout``, ``console``, the egress policy
+        (``allow_internet_access``, ``network`` rules), ``isolated`` and ``cgroup`` are as in
+        :meth:`create`.
         """
         keep: List[Any] = []
         o = _options(
@@ -534,6 +563,8 @@ class Sandbox(CodeInterpreter):
             console=console,
             allow_internet_access=allow_internet_access,
             network=_policy_only(network, "resume"),
+            isolated=isolated,
+            cgroup=cgroup,
         )
         p = N.enc(_fspath(path))
         L = N.lib()

@@ -131,6 +131,15 @@ def test_create_argument_errors():
         libsandbox.Sandbox.create(envs={"A=B": "x"})
     with pytest.raises(libsandbox.InvalidArgumentException):
         libsandbox.Sandbox.create(cpu=0)
+    # Hardening options reach the C library: its checks answer.
+    with pytest.raises(libsandbox.InvalidArgumentException) as e:
+        libsandbox.Sandbox.create(max_buffer_mb=70000)
+    assert e.value.code == N.SBX_EINVAL and "max_buffer_mib" in e.value.message
+    with pytest.raises(libsandbox.InvalidArgumentException) as e:
+        libsandbox.Sandbox.create(cgroup="/sys/fs/cgroup")
+    assert "isolated mode only" in e.value.message
+    with pytest.raises(libsandbox.InvalidArgumentException):
+        libsandbox.Sandbox.create(max_processes=0)
     with pytest.raises(libsandbox.NotFoundException):
         libsandbox.Sandbox.connect("nosuchsandbox")
     assert isinstance(libsandbox.Sandbox.list(), list)
