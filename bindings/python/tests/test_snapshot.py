@@ -119,3 +119,42 @@ def test_template_build_and_create(tmp_path):
     assert "pyhello" not in {t.name for t in Template.list(store)}
     with pytest.raises(NotFoundException):
         Template.remove("pyhello", template_dir=store)
+
+
+def _vmm_children():
+    """This process's children running sbx-vmm (the isolated mode's VMM processes)."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if comm == "sbx-vmm" and ppid == os.getpid():
+            found.append(int(pid))
+    return found
+
+
+def test_isolated_pause_fork_resume(tmp_path):
+    """isolated=True: the VMM runs in a jailed child process and the API stays the same:
+    commands, files, a fork (isolated too), a pause and an isolated resume."""
+    with new_sandbox(isolated=True) as sb:
+        assert len(_vmm_children()) == 1
+        assert sb.commands.run("echo hi").stdout == "hi\n"
+        sb.files.write("/home/user/note.txt", "isolated\n")
+        (copy,) = sb.fork(1)
+        with copy:
+            assert copy.files.read("/home/user/note.txt") == "isolated\n"
+            assert len(_vmm_children()) == 2
+        sid = sb.sandbox_id
+        sb.pause(str(tmp_path / "paused"))
+    back = Sandbox.resume(str(tmp_path / "paused"), isolated=True, **FROM_SNAPSHOT)
+    with back:
+        assert back.sandbox_id == sid
+        assert back.files.read("/home/user/note.txt") == "isolated\n"
+        assert len(_vmm_children()) == 1
+    assert _vmm_children() == []
