@@ -218,6 +218,12 @@ int session_configure(struct sbx *sb, int fd, const struct waitctx *w)
 }
 
 /* Arms (or with ms 0 disarms) the lifetime timer. */
+/* The lifetime's end as sbx_get_info() shows it: `ms` from now (0: none). */
+static void set_ends(struct sbx *sb, uint64_t ms)
+{
+    atomic_store(&sb->ends_ns, ms ? realtime_ns() + ms * 1000000ull : 0);
+}
+
 static int arm(struct sbx *sb, uint64_t ms)
 {
     struct itimerspec its = {0};
@@ -225,7 +231,7 @@ static int arm(struct sbx *sb, uint64_t ms)
     its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
     if (timerfd_settime(sb->life_fd, 0, &its, NULL) < 0)
         return sbx_seterr(sb, SBX_EIO, "timerfd_settime failed");
-    atomic_store(&sb->ends_ns, ms ? realtime_ns() + ms * 1000000ull : 0);
+    set_ends(sb, ms);
     return 0;
 }
 
@@ -273,7 +279,7 @@ int sbx_set_timeout(sbx *sb, uint64_t ms)
         return r;
     if (sb->isolated) {
         if ((r = iso_set_timeout(sb, ms)) == 0) {
-            atomic_store(&sb->ends_ns, ms ? realtime_ns() + ms * 1000000ull : 0);
+            set_ends(sb, ms);
             registry_add(sb);
         }
     } else if (!sb->evbase) {
